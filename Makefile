@@ -1,0 +1,39 @@
+# All targets set up .venv on a fresh machine. torch is pinned by constraints.txt to the local CPU
+# build so that nothing here replaces it with a CUDA wheel.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PIP     := $(BIN)/pip install -c constraints.txt
+
+.PHONY: venv demo test test-slow bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -q torch==2.13.0
+	$(PIP) -q -e ".[test,viz]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m flowbridge.demo --out outputs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+$(VENV)/.bench: $(STAMP)
+	$(PIP) -q -e ".[bench]"
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
+	$(BIN)/python experiments/bench_solvers.py
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,32 @@
+"""flowbridge: diffusion, flow matching, stochastic interpolants and Schrödinger bridges with
+pluggable samplers and posterior samplers for inverse problems.
+
+Time runs from ``t = 0`` (source / noise) to ``t = 1`` (target / data) everywhere.
+"""
+
+from flowbridge.analytic import GaussianMixture
+from flowbridge.fields import AutoGuidanceField, CFGField, Field, NetworkField
+from flowbridge.paths import BrownianBridge, GaussianPath, StochasticInterpolant, get_schedule
+from flowbridge.random import StackedGenerators
+from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SOLVERS",
+    "AutoGuidanceField",
+    "BrownianBridge",
+    "CFGField",
+    "Field",
+    "GaussianMixture",
+    "GaussianPath",
+    "NetworkField",
+    "SampleOutput",
+    "SamplingError",
+    "StackedGenerators",
+    "StochasticInterpolant",
+    "__version__",
+    "get_schedule",
+    "get_solver",
+    "sample",
+]

@@ -1,0 +1,53 @@
+"""Small helpers shared across flowbridge (time broadcasting, validation)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def as_time(t: Tensor | float, like: Tensor) -> Tensor:
+    """Returns ``t`` as a tensor on ``like``'s device and dtype, shape () or (B,).
+
+    Args:
+        t: a float, a 0-dim tensor or a (B,) tensor of times.
+        like: the state tensor ``x`` of shape (B, ...), whose device and dtype are used.
+
+    Raises:
+        ValueError: if ``t`` has more than one dimension or a batch size that disagrees with ``like``.
+    """
+    t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
+    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, like.shape[0])):
+        raise ValueError(
+            f"t must be a scalar or have shape ({like.shape[0]},) to match x; got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def expand_like(t: Tensor, x: Tensor) -> Tensor:
+    """Reshapes a () or (B,) tensor so that it broadcasts against ``x`` of shape (B, ...)."""
+    if t.ndim == 0:
+        return t
+    return t.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
+    """Raises a ValueError if a Python or CPU time lies outside [0, 1].
+
+    Only host-side values are checked, so that no device synchronisation is introduced on GPU.
+    """
+    if isinstance(t, (int, float)):
+        bad = not (0.0 <= t <= 1.0) or math.isnan(t)
+    elif isinstance(t, Tensor) and t.device.type == "cpu":
+        bad = bool(((t < 0) | (t > 1) | torch.isnan(t)).any())
+    else:
+        return
+    if bad:
+        raise ValueError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
+
+
+def registry_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ValueError:
+    """The error raised for an unknown name in any registry."""
+    return ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")

@@ -1,0 +1,114 @@
+r"""The Field protocol: what every sampler consumes.
+
+A field answers four questions at ``(x, t)``: ``velocity`` (the probability-flow ODE),
+``data`` (:math:`E[x_1|x_t]`), ``noise`` (:math:`E[x_0|x_t]`) and ``score``
+(:math:`\nabla\log p_t`). A subclass implements :meth:`Field.predict` in its native
+parametrisation; the other three come from the path's conversions. Analytic fields override the
+methods directly where they have better-conditioned closed forms.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor, nn
+
+from flowbridge.paths.gaussian import GaussianPath, check_parametrisation
+from flowbridge.paths.interpolant import StochasticInterpolant
+
+Path = GaussianPath | StochasticInterpolant
+
+
+class Field(nn.Module, ABC):
+    """Base class of all fields.
+
+    Attributes:
+        path: the path the field lives on (a :class:`GaussianPath`, a
+            :class:`StochasticInterpolant`, or ``None`` for a bare velocity field).
+        parametrisation: what :meth:`predict` returns (``velocity``, ``data``, ``noise``, ``score``).
+    """
+
+    path: Path | None
+    parametrisation: str
+
+    def __init__(self, path: Path | None, parametrisation: str) -> None:
+        super().__init__()
+        check_parametrisation(parametrisation)
+        self.path = path
+        self.parametrisation = parametrisation
+
+    @abstractmethod
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        """The field's output in its native parametrisation."""
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.predict(x, t)
+
+    @property
+    def gaussian_path(self) -> GaussianPath:
+        """The field's Gaussian path; raises a clear error where there is none."""
+        if not isinstance(self.path, GaussianPath):
+            raise TypeError(
+                f"{type(self).__name__} has no Gaussian path (path={self.path!r}); this operation needs "
+                "a field over a GaussianPath (velocity/data/noise/score conversions)"
+            )
+        return self.path
+
+    def _as(self, target: str, x: Tensor, t: Tensor) -> Tensor:
+        out = self.predict(x, t)
+        if target == self.parametrisation:
+            return out
+        return self.gaussian_path.convert(out, self.parametrisation, target, x, t)
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        """Velocity of the probability-flow ODE at ``(x, t)``."""
+        return self._as("velocity", x, t)
+
+    def data(self, x: Tensor, t: Tensor) -> Tensor:
+        """Posterior mean of the target, :math:`E[x_1 | x_t = x]`."""
+        return self._as("data", x, t)
+
+    def noise(self, x: Tensor, t: Tensor) -> Tensor:
+        """Posterior mean of the source noise, :math:`E[x_0 | x_t = x]`."""
+        return self._as("noise", x, t)
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        r""":math:`\nabla_x \log p_t(x)`."""
+        return self._as("score", x, t)
+
+    def sde_drift(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        r"""Drift :math:`u(x, t) + \epsilon(t) \nabla\log p_t(x)` of the marginal-preserving SDE
+        :math:`dx = (u + \epsilon s)\,dt + \sqrt{2\epsilon}\,dW` (one field evaluation)."""
+        return sde_drift_from_prediction(self, x, t, eps)
+
+    def extra_repr(self) -> str:
+        return f"path={self.path!r}, parametrisation={self.parametrisation!r}"
+
+
+def same_path(*fields: Field) -> Path | None:
+    """Returns the common path of ``fields``; raises ValueError if they live on different paths."""
+    paths = [f.path for f in fields]
+    for p in paths[1:]:
+        if p != paths[0]:
+            raise ValueError(f"fields must share one path to be combined; got {paths}")
+    return paths[0]
+
+
+def call_net(net: nn.Module, x: Tensor, t: Tensor, condition: dict[str, Any]) -> Tensor:
+    """Calls ``net(x, t, **condition)`` with t broadcast to the batch (networks expect (B,))."""
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    return net(x, t, **condition)
+
+
+def sde_drift_from_prediction(field: Field, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    r"""The reverse-SDE drift :math:`u + \epsilon\,\nabla\log p_t` from one evaluation of ``field``.
+
+    Both terms are affine in the field's prediction, so one network call serves both.
+    """
+    path = field.gaussian_path
+    out = field.predict(x, t)
+    x1_hat, x0_hat = path.to_posterior_means(out, field.parametrisation, x, t)
+    c = path.coefficients(t, x)
+    return c.d_alpha * x1_hat + c.d_sigma * x0_hat - eps * x0_hat / c.sigma

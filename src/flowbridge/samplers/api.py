@@ -1,0 +1,130 @@
+"""``flowbridge.sample``: one entry point for every registered solver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowbridge.fields.base import Field
+from flowbridge.paths.gaussian import GaussianPath
+from flowbridge.paths.interpolant import StochasticInterpolant
+from flowbridge.random import RandomSource, StackedGenerators, randn
+from flowbridge.samplers.base import SampleOutput, SamplingError, Solver, get_solver
+from flowbridge.samplers.grids import make_grid
+
+
+def default_span(field: Field) -> tuple[float, float]:
+    """Where sampling starts and stops by default: the path's regular interval."""
+    path = field.path
+    if isinstance(path, (GaussianPath, StochasticInterpolant)):
+        return path.t_min, path.t_max
+    return 0.0, 1.0
+
+
+def initial_state(
+    field: Field,
+    *,
+    shape: Sequence[int] | None,
+    x0: Tensor | None,
+    t_start: float,
+    generator: RandomSource,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> Tensor:
+    """The state at ``t_start``: ``x0`` if given (checked against ``shape``), else source noise."""
+    if x0 is not None:
+        if not isinstance(x0, Tensor) or not x0.is_floating_point():
+            raise TypeError(f"x0 must be a floating-point tensor; got {type(x0).__name__} {getattr(x0, 'dtype', '')}")
+        if shape is not None and tuple(shape) != tuple(x0.shape):
+            raise ValueError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
+        return x0
+    if shape is None:
+        raise ValueError("give either shape=(batch, ...) or x0=tensor")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (batch, *dims) with positive sizes; got {shape}")
+    if isinstance(field.path, StochasticInterpolant):
+        raise ValueError("a stochastic interpolant transports a source data set: pass x0 (source samples), not shape")
+    noise = randn(shape, generator=generator, dtype=dtype or torch.get_default_dtype(), device=device)
+    if isinstance(field.path, GaussianPath):
+        return field.path.prior_sample(shape, t_start, noise=noise)
+    return noise
+
+
+def sample(
+    field: Field,
+    solver: str | Solver[Any] = "heun",
+    steps: int = 20,
+    *,
+    shape: Sequence[int] | None = None,
+    x0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    seeds: Sequence[int] | None = None,
+    grid: str = "uniform",
+    grid_options: dict[str, float] | None = None,
+    t_span: tuple[float, float] | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **solver_options: Any,
+) -> SampleOutput:
+    """Draws samples by integrating ``field`` from the source (t=0 side) to the target (t=1 side).
+
+    Args:
+        field: any :class:`~flowbridge.fields.Field` (network, analytic, guided).
+        solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance.
+        steps: number of steps on the grid (adaptive solvers use it only for the trajectory).
+        shape: (batch, *dims) of the samples to draw from the source; or give ``x0``.
+        x0: initial states at ``t_span[0]`` (source noise, or source data for interpolants).
+        generator: the torch generator all noise is drawn from.
+        seeds: per-sample seeds (EDM-style stacked generators): sample ``i`` is then identical
+            whatever the batch it is drawn in. Exclusive with ``generator``.
+        grid: ``uniform``, ``quadratic``, ``logsnr`` or ``karras``; ``grid_options`` e.g. ``{"rho": 7}``.
+        t_span: (t_start, t_end), default the path's regular interval.
+        return_trajectory: also return the states at every grid time.
+        progress: show a progress bar.
+        dtype, device: of the drawn noise when ``x0`` is not given.
+        **solver_options: passed to the solver's constructor.
+
+    Returns:
+        :class:`~flowbridge.samplers.SampleOutput` with ``x``, ``nfe`` and optionally ``trajectory``.
+
+    Raises:
+        ValueError: unknown solver or grid, bad shapes or times, too few steps.
+        SamplingError: if any sample is non-finite at the end.
+    """
+    if not isinstance(field, Field):
+        raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
+    solver_obj = get_solver(solver, **solver_options)
+    if seeds is not None:
+        if generator is not None:
+            raise ValueError("pass either generator or seeds, not both")
+        batch = x0.shape[0] if x0 is not None else (shape[0] if shape is not None else len(seeds))
+        if len(seeds) != batch:
+            raise ValueError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
+        source: RandomSource = StackedGenerators(seeds)
+    else:
+        source = generator
+    t_start, t_end = t_span if t_span is not None else default_span(field)
+    schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
+    times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))
+    solver_obj.check(field, steps)
+    x = initial_state(
+        field, shape=shape, x0=x0, t_start=float(times[0]), generator=source, dtype=dtype, device=device
+    )
+    result = solver_obj.solve(field, x, times, generator=source, return_trajectory=return_trajectory, progress=progress)
+    bad = (~torch.isfinite(result.x)).reshape(result.x.shape[0], -1).any(dim=1)
+    n_bad = int(bad.sum())  # sync-ok: one check after the loop, not inside it
+    if n_bad:
+        raise SamplingError(
+            f"solver {solver_obj.name!r} produced non-finite values in {n_bad} of {result.x.shape[0]} samples "
+            f"({steps} steps, grid {grid!r}); try more steps or another solver"
+        )
+    return SampleOutput(
+        x=result.x, nfe=result.nfe, trajectory=result.trajectory,
+        times=times.to(result.x.device) if return_trajectory else None,
+    )

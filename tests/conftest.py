@@ -1,0 +1,28 @@
+"""Shared fixtures: analytic mixtures used as ground truth across the suite."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowbridge.analytic import GaussianMixture
+
+
+def ring_mixture(d: int, k: int = 4, radius: float = 3.0, var: float = 0.1, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """``k`` well-separated components on a circle in the first two coordinates of R^d, with
+    anisotropic full covariances so that every code path (rotation, unequal eigenvalues) is used."""
+    g = torch.Generator().manual_seed(1234 + d)
+    angles = torch.arange(k, dtype=dtype) * (2 * math.pi / k)
+    means = torch.zeros(k, d, dtype=dtype)
+    means[:, 0], means[:, 1] = radius * torch.cos(angles), radius * torch.sin(angles)
+    a = torch.randn(k, d, d, generator=g, dtype=dtype) * 0.3
+    covs = var * torch.eye(d, dtype=dtype) + 0.05 * a @ a.transpose(1, 2) / d
+    weights = torch.linspace(1.0, 2.0, k, dtype=dtype)
+    return GaussianMixture(weights / weights.sum(), means, covs)
+
+
+@pytest.fixture
+def mixture2d() -> GaussianMixture:
+    return ring_mixture(2)
