@@ -56,10 +56,10 @@ class Field(nn.Module, ABC):
         return self.path
 
     def _as(self, target: str, x: Tensor, t: Tensor) -> Tensor:
-        out = self.predict(x, t)
         if target == self.parametrisation:
-            return out
-        return self.gaussian_path.convert(out, self.parametrisation, target, x, t)
+            return self.predict(x, t)
+        path = self.gaussian_path  # fail clearly before evaluating the network
+        return path.convert(self.predict(x, t), self.parametrisation, target, x, t)
 
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         """Velocity of the probability-flow ODE at ``(x, t)``."""

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, expand_like, registry_error
+from flowbridge._utils import as_time, check_unit_interval, expand_like, registry_error
 from flowbridge.paths.schedules import Schedule, ScheduleValues, get_schedule
 
 Parametrisation = Literal["velocity", "data", "noise", "score"]
@@ -83,6 +83,7 @@ class GaussianPath:
         """Interpolates ``x_t`` and its conditional velocity for paired ``(x0, x1)`` at times ``t`` (B,)."""
         if x0.shape != x1.shape:
             raise ValueError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        check_unit_interval(t)
         c = self.coefficients(t, x1)
         return PathSample(
             x_t=c.alpha * x1 + c.sigma * x0, dx_t=c.d_alpha * x1 + c.d_sigma * x0, t=t, x0=x0, x1=x1

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, expand_like, registry_error
+from flowbridge._utils import as_time, check_unit_interval, expand_like, registry_error
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class StochasticInterpolant:
             raise ValueError(
                 f"x0, x1 and z must have the same shape; got {tuple(x0.shape)}, {tuple(x1.shape)}, {tuple(z.shape)}"
             )
+        check_unit_interval(t)
         c = self.coefficients(t, x1)
         return InterpolantSample(
             x_t=c.a * x0 + c.b * x1 + c.gamma * z,
