@@ -40,6 +40,10 @@ def test_unknown_parametrisation_and_shape_errors():
         path.convert(x, "eps", "data", x, 0.5)
     with pytest.raises(ValueError, match="same shape"):
         path.sample(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        path.sample(x, x, torch.tensor([0.5, 1.5]))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        StochasticInterpolant().sample(x, x, torch.tensor([-0.1, 0.5]), z=x)
     with pytest.raises(ValueError, match="t must be a scalar or have shape"):
         path.convert(x, "data", "noise", x, torch.zeros(5))
 
