@@ -77,3 +77,19 @@ def rand(
 def randn_like(x: Tensor, *, generator: RandomSource = None) -> Tensor:
     """Standard normal noise shaped like ``x`` (device and dtype from ``x``)."""
     return randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def index_seeds(seed: int, start: int, stop: int) -> list[int]:
+    """Per-index seeds for samples ``start..stop-1`` of a run seeded with ``seed``.
+
+    Each index gets its own stream (splitmix64 of ``(seed, index)``), so sample ``i`` is the same
+    whichever chunk, batch size, process or device draws it.
+    """
+    mask = (1 << 64) - 1
+    out = []
+    for i in range(start, stop):
+        z = (seed * 0x9E3779B97F4A7C15 + i + 1) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append((z ^ (z >> 31)) & ((1 << 63) - 1))
+    return out

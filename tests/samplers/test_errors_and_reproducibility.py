@@ -46,7 +46,7 @@ def test_non_finite_result_raises_sampling_error(field):
 def test_sde_solver_needs_a_gaussian_path_and_finite_eps():
     net = torch.nn.Identity()
     interp_field = InterpolantField(lambda x, t: x, None, StochasticInterpolant())
-    with pytest.raises(ValueError, match=r"needs a field on a GaussianPath.*Solvers that apply: .*heun"):
+    with pytest.raises(ValueError, match=r"euler_maruyama.*Solvers that apply: .*heun"):
         fb.sample(interp_field, "euler_maruyama", 10, x0=torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"eps\(t\) is not finite"):
         fb.sample(ring_mixture(2).field("linear"), "euler_maruyama", 10, shape=(2, 2))
@@ -72,3 +72,43 @@ def test_per_sample_seeds_do_not_depend_on_batch(solver):
     assert not torch.allclose(runs[7][0], runs[7][1])
     with pytest.raises(ValueError, match="seeds has 3 entries but the batch has 4"):
         fb.sample(field, solver, 10, shape=(4, 2), seeds=[1, 2, 3])
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler_maruyama"])
+def test_chunked_sampling_with_seed_is_chunk_invariant(solver):
+    field = ring_mixture(2).field("vp")
+    whole = fb.sample(field, solver, 8, shape=(50, 2), seed=3, dtype=torch.float64).x
+    chunked = fb.sample(field, solver, 8, shape=(50, 2), seed=3, batch_size=7, dtype=torch.float64).x
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+    other = fb.sample(field, solver, 8, shape=(50, 2), seed=4, dtype=torch.float64).x
+    assert not torch.allclose(other, whole)
+    with pytest.raises(ValueError, match="at most one of generator, seeds and seed"):
+        fb.sample(field, solver, 8, shape=(5, 2), seed=3, generator=torch.Generator())
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        fb.sample(field, solver, 8, shape=(5, 2), batch_size=0)
+
+
+def test_autocast_and_compiled_fields_agree_with_eager():
+    from flowbridge.nets import MLP
+
+    torch.manual_seed(0)
+    net_field = fb.NetworkField(MLP(2, hidden=32, depth=2), fb.GaussianPath("linear"), "velocity")
+    x0 = torch.randn(64, 2)
+    eager = fb.sample(net_field, "heun", 5, x0=x0).x
+    low = fb.sample(net_field, "heun", 5, x0=x0, autocast=torch.bfloat16).x
+    assert low.dtype == torch.float32
+    assert 0 < float((low - eager).abs().max()) < 0.1  # bf16 network, fp32 solver: close, not equal
+    with pytest.raises(ValueError, match="autocast dtype must be"):
+        fb.sample(net_field, "heun", 5, x0=x0, autocast=torch.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["heun", "euler_maruyama"])
+def test_compiled_field_matches_eager(solver):
+    from flowbridge.nets import MLP
+
+    torch.manual_seed(0)
+    net_field = fb.NetworkField(MLP(2, hidden=32, depth=2), fb.GaussianPath("vp"), "noise")
+    eager = fb.sample(net_field, solver, 6, shape=(64, 2), seed=1).x
+    compiled = fb.sample(net_field, solver, 6, shape=(64, 2), seed=1, compile=True).x
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

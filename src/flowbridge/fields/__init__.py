@@ -4,5 +4,6 @@ from flowbridge.fields.base import Field, same_path
 from flowbridge.fields.guidance import AutoGuidanceField, CFGField, GuidedField
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.fields.network import NetworkField
+from flowbridge.fields.wrappers import AutocastField, CompiledField
 
-__all__ = ["AutoGuidanceField", "CFGField", "Field", "GuidedField", "InterpolantField", "NetworkField", "same_path"]
+__all__ = ["AutocastField", "CompiledField", "AutoGuidanceField", "CFGField", "Field", "GuidedField", "InterpolantField", "NetworkField", "same_path"]

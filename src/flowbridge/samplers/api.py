@@ -11,7 +11,8 @@ from torch import Tensor
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
-from flowbridge.random import RandomSource, StackedGenerators, randn
+from flowbridge.fields.wrappers import AutocastField, CompiledField
+from flowbridge.random import RandomSource, StackedGenerators, index_seeds, randn
 from flowbridge.samplers.base import SampleOutput, SamplingError, Solver, get_solver
 from flowbridge.samplers.grids import make_grid
 
@@ -54,6 +55,30 @@ def initial_state(
     return noise
 
 
+def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool) -> Field:
+    if autocast is not None:
+        field = AutocastField(field, autocast)
+    if compile:
+        field = CompiledField(field)
+    return field
+
+
+def _random_source(
+    generator: torch.Generator | None, seeds: Sequence[int] | None, seed: int | None, batch: int
+) -> RandomSource | Sequence[int]:
+    given = sum(v is not None for v in (generator, seeds, seed))
+    if given > 1:
+        raise ValueError("pass at most one of generator, seeds and seed")
+    if seed is not None:
+        return index_seeds(int(seed), 0, batch)
+    if seeds is not None:
+        seeds = list(seeds)
+        if len(seeds) != batch:
+            raise ValueError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
+        return seeds
+    return generator
+
+
 def sample(
     field: Field,
     solver: str | Solver[Any] = "heun",
@@ -63,13 +88,18 @@ def sample(
     x0: Tensor | None = None,
     generator: torch.Generator | None = None,
     seeds: Sequence[int] | None = None,
+    seed: int | None = None,
     grid: str = "uniform",
     grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
+    batch_size: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    out_device: torch.device | str | None = None,
+    autocast: torch.dtype | None = None,
+    compile: bool = False,
     **solver_options: Any,
 ) -> SampleOutput:
     """Draws samples by integrating ``field`` from the source (t=0 side) to the target (t=1 side).
@@ -78,16 +108,25 @@ def sample(
         field: any :class:`~flowbridge.fields.Field` (network, analytic, guided).
         solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance.
         steps: number of steps on the grid (adaptive solvers use it only for the trajectory).
-        shape: (batch, *dims) of the samples to draw from the source; or give ``x0``.
+        shape: (num_samples, *dims) of the samples to draw from the source; or give ``x0``.
         x0: initial states at ``t_span[0]`` (source noise, or source data for interpolants).
-        generator: the torch generator all noise is drawn from.
+        generator: the torch generator all noise is drawn from (reproducible for a fixed
+            ``batch_size``).
         seeds: per-sample seeds (EDM-style stacked generators): sample ``i`` is then identical
-            whatever the batch it is drawn in. Exclusive with ``generator``.
+            whatever the batch, chunk or process it is drawn in.
+        seed: shorthand for ``seeds`` derived from one integer (``flowbridge.random.index_seeds``).
         grid: ``uniform``, ``quadratic``, ``logsnr`` or ``karras``; ``grid_options`` e.g. ``{"rho": 7}``.
         t_span: (t_start, t_end), default the path's regular interval.
+        batch_size: draw in chunks of this many samples (for more samples than fit in memory);
+            results are gathered on ``out_device``.
         return_trajectory: also return the states at every grid time.
-        progress: show a progress bar.
-        dtype, device: of the drawn noise when ``x0`` is not given.
+        progress: show a progress bar (over steps, or over chunks when chunking).
+        dtype, device: of the drawn noise when ``x0`` is not given; ``dtype`` is the precision of
+            the solver's arithmetic.
+        out_device: where chunked results are gathered (default: ``device``).
+        autocast: evaluate the field under ``torch.autocast`` in this dtype (bf16/fp16) while the
+            solver works in ``dtype``.
+        compile: compile the field's evaluation with ``torch.compile``.
         **solver_options: passed to the solver's constructor.
 
     Returns:
@@ -100,31 +139,57 @@ def sample(
     if not isinstance(field, Field):
         raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
     solver_obj = get_solver(solver, **solver_options)
-    if seeds is not None:
-        if generator is not None:
-            raise ValueError("pass either generator or seeds, not both")
-        batch = x0.shape[0] if x0 is not None else (shape[0] if shape is not None else len(seeds))
-        if len(seeds) != batch:
-            raise ValueError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
-        source: RandomSource = StackedGenerators(seeds)
-    else:
-        source = generator
+    if shape is None and x0 is None:
+        raise ValueError("give either shape=(batch, ...) or x0=tensor")
+    if x0 is not None and shape is not None and tuple(shape) != tuple(x0.shape):
+        raise ValueError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
+    total = x0.shape[0] if x0 is not None else int(shape[0])  # type: ignore[index]
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    source = _random_source(generator, seeds, seed, total)
     t_start, t_end = t_span if t_span is not None else default_span(field)
     schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
     times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))
     solver_obj.check(field, steps)
-    x = initial_state(
-        field, shape=shape, x0=x0, t_start=float(times[0]), generator=source, dtype=dtype, device=device
-    )
-    result = solver_obj.solve(field, x, times, generator=source, return_trajectory=return_trajectory, progress=progress)
-    bad = (~torch.isfinite(result.x)).reshape(result.x.shape[0], -1).any(dim=1)
+    run_field = _wrap_field(field, autocast, compile)
+
+    chunk = batch_size or total
+    starts = range(0, total, chunk)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"sampling ({solver_obj.name})")
+    xs: list[Tensor] = []
+    trajectories: list[Tensor] = []
+    nfe = 0
+    for lo in starts:
+        hi = min(lo + chunk, total)
+        chunk_source = StackedGenerators(source[lo:hi]) if isinstance(source, list) else source
+        chunk_shape = None if shape is None else (hi - lo, *tuple(shape)[1:])
+        x = initial_state(
+            field, shape=chunk_shape, x0=None if x0 is None else x0[lo:hi], t_start=float(times[0]),
+            generator=chunk_source, dtype=dtype, device=device,
+        )
+        result = solver_obj.solve(
+            run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory,
+            progress=progress and chunk == total,
+        )
+        target = out_device if out_device is not None else result.x.device
+        xs.append(result.x.to(target))
+        if result.trajectory is not None:
+            trajectories.append(result.trajectory.to(target))
+        nfe = max(nfe, result.nfe)
+    x_out = xs[0] if len(xs) == 1 else torch.cat(xs)
+    bad = (~torch.isfinite(x_out)).reshape(x_out.shape[0], -1).any(dim=1)
     n_bad = int(bad.sum())  # sync-ok: one check after the loop, not inside it
     if n_bad:
         raise SamplingError(
-            f"solver {solver_obj.name!r} produced non-finite values in {n_bad} of {result.x.shape[0]} samples "
+            f"solver {solver_obj.name!r} produced non-finite values in {n_bad} of {x_out.shape[0]} samples "
             f"({steps} steps, grid {grid!r}); try more steps or another solver"
         )
+    trajectory = None
+    if trajectories:
+        trajectory = trajectories[0] if len(trajectories) == 1 else torch.cat(trajectories, dim=1)
     return SampleOutput(
-        x=result.x, nfe=result.nfe, trajectory=result.trajectory,
-        times=times.to(result.x.device) if return_trajectory else None,
+        x=x_out, nfe=nfe, trajectory=trajectory, times=times.to(x_out.device) if return_trajectory else None,
     )
