@@ -1,6 +1,6 @@
 """Samplers: the solver protocol and registry, time grids, ODE and SDE solvers, and ``sample``."""
 
-from flowbridge.samplers import ode, sde  # noqa: F401  (registers the solvers)
+from flowbridge.samplers import multistep, ode, sde  # noqa: F401  (registers the solvers)
 from flowbridge.samplers.api import sample
 from flowbridge.samplers.base import SOLVERS, SampleOutput, SamplingError, Solver, SolveResult, get_solver, register_solver
 from flowbridge.samplers.grids import GRIDS, make_grid, register_grid
