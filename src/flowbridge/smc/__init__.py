@@ -1,0 +1,57 @@
+r"""Sequential Monte Carlo with Feynman–Kac correctors (Skreta et al. 2025) and reward tilting.
+
+Heuristic guidance — scaling a score (annealing), adding scores (products of experts), mixing a
+conditional and an unconditional score (CFG) — samples the wrong distribution. Weighted particles
+whose log-weights follow the Feynman–Kac rate derived from the Fokker–Planck equation, plus
+resampling, sample the intended one:
+
+>>> target = smc.anneal(mixture.field("vp"), beta=2.0)
+>>> out = smc.sample(target, 4096, shape=(2,), steps=200, resample=smc.EveryStep(warmup=10))
+>>> out.samples, out.ess, out.log_normalizer
+
+See ``docs/smc.md`` for the derivations in flowbridge's time convention (t = 0 noise, t = 1 data).
+"""
+
+from flowbridge.smc.base import InitialParticles, SMCTarget, WeightCollapseError
+from flowbridge.smc.coefficients import StepCoefficients, step_coefficients
+from flowbridge.smc.exact import GridDensity, mixture_product, noised_mixture, tilted_mixture
+from flowbridge.smc.geometric import GeometricTarget, anneal, guided, product
+from flowbridge.smc.particles import Particles
+from flowbridge.smc.pcnl import PCNL
+from flowbridge.smc.policies import ESSBelow, EveryStep, Never, ResamplePolicy, get_policy
+from flowbridge.smc.resampling import RESAMPLERS, get_resampler, multinomial, resample, residual, stratified, systematic
+from flowbridge.smc.sampler import SMCResult, sample
+from flowbridge.smc.tilted import TiltedTarget, tilted
+
+__all__ = [
+    "ESSBelow",
+    "EveryStep",
+    "GeometricTarget",
+    "GridDensity",
+    "InitialParticles",
+    "Never",
+    "PCNL",
+    "Particles",
+    "RESAMPLERS",
+    "ResamplePolicy",
+    "SMCResult",
+    "SMCTarget",
+    "StepCoefficients",
+    "TiltedTarget",
+    "WeightCollapseError",
+    "anneal",
+    "get_policy",
+    "get_resampler",
+    "guided",
+    "mixture_product",
+    "multinomial",
+    "noised_mixture",
+    "product",
+    "resample",
+    "residual",
+    "sample",
+    "step_coefficients",
+    "stratified",
+    "systematic",
+    "tilted",
+]
