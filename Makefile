@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install -c constraints.txt
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench bench-all clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,10 +30,15 @@ test-slow: $(STAMP)
 
 $(VENV)/.bench: $(STAMP)
 	$(PIP) -q -e ".[bench]"
+	$(PIP) -q --no-deps torchcfm
 	touch $(VENV)/.bench
 
+# `bench` is the solver benchmark (< 15 min); `bench-all` runs every experiments/bench_*.py.
 bench: $(VENV)/.bench
 	$(BIN)/python experiments/bench_solvers.py
+
+bench-all: $(VENV)/.bench
+	for script in experiments/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs

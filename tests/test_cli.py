@@ -1,0 +1,128 @@
+"""The flowbridge command: config composition, --print_config, bad input, and `flowbridge sample`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from flowbridge.cli import condense_error, main
+from tests.training.recipes import tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("flowbridge: error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _no_training(tmp_path: Path) -> bool:
+    return not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _override(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "override.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_print_config_composes_a_model_recipe_with_a_sampler_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "models/fm_moons.yaml"), "--config", str(ROOT / "samplers/rk4.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["sampler"]["solver"] == "rk4" and cfg["model"]["sampler"]["steps"] == 10
+    assert cfg["model"]["net"]["class_path"] == "flowbridge.nets.MLP"  # the recipe is kept
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model:\n  foo: 1\n", "model.foo"),
+        ("model:\n  net:\n    class_path: flowbridge.nets.Nope\n", "model.net: unknown class_path 'flowbridge.nets.Nope'"),
+        ("model:\n  net:\n    init_args:\n      hidden: wide\n", "model.net.hidden: Expected a <class 'int'>"),
+        ("model:\n  sampler:\n    solver: nosuch\n", "sampler.solver: unknown solver 'nosuch'"),
+    ],
+    ids=["unknown-key", "unknown-class-path", "wrong-type", "unknown-solver"],
+)
+def test_bad_config_stops_before_training_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, expected: str
+) -> None:
+    recipe = tiny_recipe(tmp_path)
+    assert main(["fit", "--config", str(recipe), "--config", _override(tmp_path, override)]) == 2
+    assert expected in _error_line(capsys)
+    assert _no_training(tmp_path)
+
+
+def _file_recipe(tmp_path: Path, data_file: Path) -> Path:
+    data = {"class_path": "flowbridge.training.TensorFile", "init_args": {"path": str(data_file), "batch_size": 32}}
+    return tiny_recipe(tmp_path, data=data)
+
+
+@pytest.mark.parametrize("kind", ["nan", "rank", "width"])
+def test_bad_data_file_stops_before_training_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    x = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    if kind == "nan":
+        x[17, 1] = np.nan
+    elif kind == "rank":
+        x = x[:, 0]
+    else:
+        x = np.concatenate([x, x], axis=1)  # (200, 4) samples for a net of dim 2
+    data_file = tmp_path / f"data_{kind}.npy"
+    np.save(data_file, x)
+    assert main(["fit", "--config", str(_file_recipe(tmp_path, data_file))]) == 2
+    line = _error_line(capsys)
+    assert str(data_file) in line
+    assert {"nan": "NaN", "rank": "rank", "width": "shape"}[kind] in line
+    if kind == "nan":
+        assert "row 17" in line
+    assert _no_training(tmp_path)
+
+
+def test_condense_error_joins_nested_keys() -> None:
+    message = 'Parser key "model.net":\n  Problem with given class_path \'a.B\':\n    Parser key "hidden":\n      Expected int'
+    assert condense_error(message) == "model.net.hidden: Expected int"
+
+
+def test_sample_subcommand_from_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--config", str(tiny_recipe(tmp_path, max_steps=10))]) == 0
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    out_a, out_b, png = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "a.png"
+    args = ["sample", "--ckpt", ckpt, "--config", str(ROOT / "samplers/rk4.yaml"), "--num", "64", "--seed", "5"]
+    assert main([*args, "--out", str(out_a), "--plot", str(png)]) == 0
+    assert main([*args, "--out", str(out_b)]) == 0
+    a, b = torch.load(out_a, weights_only=True), torch.load(out_b, weights_only=True)
+    assert a["x"].shape == (64, 2) and a["solver"] == "rk4" and a["steps"] == 10
+    assert torch.equal(a["x"], b["x"])  # same seed, same samples
+    assert png.stat().st_size > 1000
+    assert main(["sample", "--ckpt", ckpt, "--solver", "euler", "--steps", "3", "--num", "8", "--out", str(out_b)]) == 0
+    assert torch.load(out_b, weights_only=True)["steps"] == 3
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", ckpt, "--solver", "nosuch", "--out", str(out_b)]) == 2
+    assert "unknown solver" in _error_line(capsys)
+    assert main(["sample", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(out_b)]) == 2
+    assert "missing.ckpt" in _error_line(capsys)
+
+
+def test_sample_subcommand_for_a_data_to_data_interpolant(tmp_path: Path) -> None:
+    model = {
+        "denoiser": {"class_path": "flowbridge.nets.MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 2}},
+        "path": {"class_path": "flowbridge.paths.StochasticInterpolant",
+                 "init_args": {"gamma": "sqrt", "gamma_scale": 0.5, "t_min": 0.001, "t_max": 0.999}},
+        "objective": {"class_path": "flowbridge.objectives.InterpolantObjective"},
+    }
+    data = {"class_path": "flowbridge.training.PairedToy",
+            "init_args": {"source": "8gaussians", "target": "moons", "n": 640, "val_size": 100, "batch_size": 64}}
+    assert main(["fit", "--config", str(tiny_recipe(tmp_path, max_steps=5, model=model, data=data))]) == 0
+    out = tmp_path / "s.pt"
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert main(["sample", "--ckpt", ckpt, "--num", "32", "--solver", "euler", "--steps", "4", "--out", str(out)]) == 0
+    x = torch.load(out, weights_only=True)["x"]
+    assert x.shape == (32, 2) and torch.isfinite(x).all()
