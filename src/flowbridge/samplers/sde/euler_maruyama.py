@@ -1,24 +1,41 @@
-r"""Euler–Maruyama for the marginal-preserving reverse SDE of a Gaussian path.
+r"""Euler–Maruyama for the marginal-preserving reverse SDE of a Gaussian path or an interpolant.
 
 For any :math:`\epsilon(t) \ge 0` the SDE :math:`dx = (u + \epsilon\,\nabla\log p_t)\,dt +
 \sqrt{2\epsilon}\,dW` has the same marginals as the probability-flow ODE (the added diffusion
 :math:`\epsilon\Delta p` and drift :math:`-\nabla\cdot(\epsilon p\nabla\log p)` cancel in the
-Fokker–Planck equation). The natural level is that of the diffusion that made the path,
-:math:`\epsilon(t) = \sigma^2\dot\lambda` (the DDPM reverse SDE); ``noise_scale`` multiplies it
-(0 gives the ODE).
+Fokker–Planck equation). On a Gaussian path the natural level is that of the diffusion that made the
+path, :math:`\epsilon(t) = \sigma^2\dot\lambda` (the DDPM reverse SDE); on a stochastic interpolant
+the default is :math:`\epsilon = \gamma(t)` (see :mod:`flowbridge.samplers.sde.common`);
+``noise_scale`` multiplies either (0 gives the ODE).
+
+The step is :math:`x_{i+1} = x_i + h_i\,(u + \epsilon_i s)(x_i, t_i) + \sqrt{2\epsilon_i h_i}\,\xi_i`.
+The noise is additive (it does not depend on ``x``), so Euler–Maruyama is also Milstein here and
+converges with strong order 1 (weak order 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from flowbridge.fields.base import Field
-from flowbridge.random import RandomSource, randn_like
+from flowbridge.random import RandomSource
 from flowbridge.samplers.base import Solver, register_solver
+from flowbridge.samplers.sde.common import (
+    BrownianPath,
+    EpsFn,
+    StepNoise,
+    check_eps_callable,
+    check_noise_scale,
+    check_score_field,
+    diffusion_levels,
+    natural_eps,
+    step_normal,
+)
+
+__all__ = ["EulerMaruyama", "SDEGridState", "diffusion_levels", "natural_eps"]
 
 
 @dataclass(frozen=True)
@@ -29,59 +46,55 @@ class SDEGridState:
     h: Tensor
     eps: Tensor
     noise_std: Tensor
+    noise: StepNoise
 
 
-def natural_eps(field: Field, t: Tensor) -> Tensor:
-    r""":math:`\epsilon(t) = \sigma(t)^2\,\dot\lambda(t)`, the diffusion level of the forward noising."""
-    sched = field.gaussian_path.schedule
-    return sched(t).sigma ** 2 * sched.d_log_snr(t)
-
-
-def diffusion_levels(
-    field: Field, grid: Tensor, noise_scale: float, eps: Callable[[Tensor], Tensor] | None, solver: str
-) -> Tensor:
-    """``eps`` on the grid's left points (float64 CPU), validated: finite and non-negative."""
-    left = grid[:-1]
-    levels = eps(left) if eps is not None else noise_scale * natural_eps(field, left)
-    levels = torch.as_tensor(levels, dtype=torch.float64).expand_as(left)
-    if not torch.isfinite(levels).all():
-        raise ValueError(
-            f"{solver}: the diffusion level eps(t) is not finite on the grid (at t={float(left[~torch.isfinite(levels)][0]):.3g}); "
-            "start later (t_span=(1e-3, ...)) or pass eps=callable"
-        )
-    if (levels < 0).any():
-        raise ValueError(f"{solver}: the diffusion level eps(t) must be >= 0; got min {float(levels.min()):.3g}")
-    return levels
-
-
-@register_solver("euler_maruyama")
-class EulerMaruyama(Solver[SDEGridState]):
-    """Euler–Maruyama on the reverse SDE (strong order 1/2, weak order 1).
+class ReverseSDESolver(Solver[SDEGridState]):
+    """Base of the fixed-step samplers of :math:`dx = (u + \\epsilon s)dt + \\sqrt{2\\epsilon}dW`.
 
     Args:
-        noise_scale: multiplier of the natural diffusion level :math:`\\sigma^2\\dot\\lambda`.
+        noise_scale: multiplier of the default diffusion level.
         eps: a callable ``eps(t)`` (float64 tensor in, tensor out) overriding ``noise_scale``.
     """
 
-    order = 0.5
     stochastic = True
-    needs_gaussian_path = True
 
-    def __init__(self, noise_scale: float = 1.0, eps: Callable[[Tensor], Tensor] | None = None) -> None:
-        if not noise_scale >= 0:
-            raise ValueError(f"noise_scale must be >= 0; got {noise_scale}")
-        self.noise_scale, self.eps = float(noise_scale), eps
+    def __init__(self, noise_scale: float = 1.0, eps: EpsFn | None = None) -> None:
+        check_eps_callable(eps)
+        self.noise_scale, self.eps = check_noise_scale(noise_scale), eps
 
-    def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> SDEGridState:
+    def check(self, field: Field, steps: int) -> None:
+        super().check(field, steps)
+        check_score_field(field, self.name)
+
+    def init(
+        self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None
+    ) -> SDEGridState:
         levels = diffusion_levels(field, grid, self.noise_scale, self.eps, self.name)
-        h = grid[1:] - grid[:-1]
+        grid64 = grid.to(torch.float64)
+        h = grid64[1:] - grid64[:-1]
         like = dict(device=x.device, dtype=x.dtype)
         return SDEGridState(
-            t=grid.to(**like), h=h.to(**like), eps=levels.to(**like), noise_std=torch.sqrt(2 * levels * h).to(**like)
+            t=grid64.to(**like), h=h.to(**like), eps=levels.to(**like), noise_std=torch.sqrt(2 * levels * h).to(**like),
+            noise=StepNoise(times=tuple(float(v) for v in grid64)),  # CPU grid: no device sync
         )
 
+
+@register_solver("euler_maruyama")
+class EulerMaruyama(ReverseSDESolver):
+    """Euler–Maruyama on the reverse SDE (strong order 1 for this additive noise, weak order 1).
+
+    Works on Gaussian paths and on stochastic interpolants whose field has a denoiser.
+
+    Args:
+        noise_scale: multiplier of the default diffusion level.
+        eps: a callable ``eps(t)`` overriding ``noise_scale``.
+    """
+
+    order = 1.0
+
     def step(
-        self, field: Field, x: Tensor, state: SDEGridState, i: int, *, generator: RandomSource = None
+        self, field: Field, x: Tensor, state: SDEGridState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, SDEGridState]:
         drift = field.sde_drift(x, state.t[i], state.eps[i])
-        return x + state.h[i] * drift + state.noise_std[i] * randn_like(x, generator=generator), state
+        return x + state.h[i] * drift + state.noise_std[i] * step_normal(x, state.noise, i, generator), state
