@@ -126,3 +126,18 @@ def test_sample_subcommand_for_a_data_to_data_interpolant(tmp_path: Path) -> Non
     assert main(["sample", "--ckpt", ckpt, "--num", "32", "--solver", "euler", "--steps", "4", "--out", str(out)]) == 0
     x = torch.load(out, weights_only=True)["x"]
     assert x.shape == (32, 2) and torch.isfinite(x).all()
+
+
+def test_recipes_naming_their_module_class_fit_through_flowbridge_fit(tmp_path):
+    """LightSB / DSBM recipes give `model: {class_path: ...}`; `flowbridge fit` accepts them."""
+    from flowbridge.cli import build_cli, names_module_class
+
+    root = __import__("pathlib").Path(__file__).parents[1] / "models"
+    assert names_module_class(["fit", "--config", str(root / "lightsb_8gaussians_to_moons.yaml")])
+    assert not names_module_class(["fit", "--config", str(root / "fm_moons.yaml")])
+    cli = build_cli(
+        ["fit", "--config", str(root / "lightsb_8gaussians_to_moons.yaml"), "--trainer.max_steps", "2",
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
+    )
+    assert cli.trainer.global_step == 2
+    assert type(cli.model).__name__ == "LightSBModule"

@@ -97,13 +97,48 @@ class FlowbridgeCLI(LightningCLI):
                 cb.dirpath = os.path.realpath(os.path.join(self.trainer.default_root_dir, "checkpoints"))
 
 
+def _config_files(args: Sequence[str]) -> list[Path]:
+    files, it = [], iter(args)
+    for a in it:
+        if a == "--config":
+            files.append(Path(next(it, "")))
+        elif a.startswith("--config="):
+            files.append(Path(a.split("=", 1)[1]))
+    return files
+
+
+def names_module_class(args: Sequence[str]) -> bool:
+    """Whether a ``--config`` file picks the LightningModule itself (``model: {class_path: ...}``).
+
+    Recipes for :class:`GenerativeModule` give its arguments directly under ``model:``; recipes for
+    other modules (LightSB, DSBM, BFN) name their class, and the CLI then accepts any
+    LightningModule / LightningDataModule subclass.
+    """
+    import yaml
+
+    for path in _config_files(args):
+        if path.is_file():
+            try:
+                config = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                continue  # jsonargparse reports the malformed file with its own message
+            model = config.get("model") if isinstance(config, dict) else None
+            if isinstance(model, dict) and "class_path" in model:
+                return True
+    return False
+
+
 def build_cli(args: Sequence[str], *, run: bool = True) -> FlowbridgeCLI:
     """Builds (and with ``run`` executes) the LightningCLI for ``args`` (raises instead of exiting)."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+
     # LightningCLI warns when given args that merely repeat the command line.
     given = None if list(args) == sys.argv[1:] else list(args)
+    any_module = names_module_class(args)
     return FlowbridgeCLI(
-        GenerativeModule,
-        GenerativeDataModule,
+        LightningModule if any_module else GenerativeModule,
+        LightningDataModule if any_module else GenerativeDataModule,
+        subclass_mode_model=any_module,
         subclass_mode_data=True,
         args=given,
         run=run,
