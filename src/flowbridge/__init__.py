@@ -5,7 +5,9 @@ Time runs from ``t = 0`` (source / noise) to ``t = 1`` (target / data) everywher
 """
 
 from flowbridge.analytic import GaussianMixture
+from flowbridge import smc
 from flowbridge.fields import AutoGuidanceField, CFGField, Field, NetworkField
+from flowbridge.likelihood import LikelihoodResult, log_likelihood
 from flowbridge.paths import BrownianBridge, GaussianPath, StochasticInterpolant, get_schedule
 from flowbridge.random import StackedGenerators
 from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver, sample
@@ -18,6 +20,7 @@ __all__ = [
     "BrownianBridge",
     "CFGField",
     "Field",
+    "LikelihoodResult",
     "GaussianMixture",
     "GaussianPath",
     "NetworkField",
@@ -28,5 +31,7 @@ __all__ = [
     "__version__",
     "get_schedule",
     "get_solver",
+    "log_likelihood",
     "sample",
+    "smc",
 ]

@@ -1,0 +1,72 @@
+r"""The ensemble Kalman update shared by ``enkg`` and ``ensemble`` (forward evaluations only).
+
+For one group of :math:`P` members with data estimates :math:`\hat x^{(j)}` and forward values
+:math:`G^{(j)} = A(\hat x^{(j)})`, the statistical linearisation of :math:`A` over the group gives the
+Kalman update
+
+.. math:: \delta^{(j)} = C_{xG}\,(C_{GG} + \gamma I)^{-1}\,(y - G^{(j)}),
+
+evaluated in the :math:`P`-dimensional ensemble space: with :math:`B = \Delta x/\sqrt{P-1}`,
+:math:`E = \Delta G/\sqrt{P-1}` (rows are member deviations), Woodbury gives
+:math:`\delta^{(j)} = B^T (E E^T + \gamma I)^{-1} E\,(y - G^{(j)})`, a :math:`P \times P` solve per group
+whatever the dimension of :math:`x` and :math:`y`. Groups never mix.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+import torch
+
+
+def ensemble_kalman_shift(x1_hat: Tensor, forward_values: Tensor, y: Tensor, gamma: float) -> Tensor:
+    """Kalman shifts for every member.
+
+    Args:
+        x1_hat: (G, P, *shape) member data estimates.
+        forward_values: (G, P, *out_shape) their forward-model values.
+        y: (*out_shape) the observation.
+        gamma: the observation-error variance used in the gain (> 0).
+
+    Returns:
+        (G, P, *shape) shifts :math:`\\delta^{(j)}`.
+    """
+    g, p = x1_hat.shape[:2]
+    xs = x1_hat.reshape(g, p, -1)
+    gs = forward_values.reshape(g, p, -1)
+    scale = (p - 1) ** -0.5
+    b = (xs - xs.mean(1, keepdim=True)) * scale
+    e = (gs - gs.mean(1, keepdim=True)) * scale
+    residual = y.reshape(1, 1, -1) - gs  # (G, P, m)
+    eye = torch.eye(p, dtype=xs.dtype, device=xs.device)
+    system = e @ e.transpose(1, 2) + gamma * eye
+    coeffs = torch.linalg.solve(system, e @ residual.transpose(1, 2))  # (G, P, P_j)
+    return (coeffs.transpose(1, 2) @ b).reshape(x1_hat.shape)
+
+
+def ensemble_gradient(x: Tensor, forward_values: Tensor, weighted_residual: Tensor, ridge: float = 1e-6) -> Tensor:
+    r"""Derivative-free :math:`J^T r` for every member from the group's statistical linearisation.
+
+    Least squares over the group's deviations :math:`D_x` (P x n) and :math:`D_G` (P x m) gives
+    :math:`J \approx D_G^T D_x (D_x^T D_x + \lambda I)^{-1}`, hence (push-through identity)
+    :math:`J^T r = D_x^T (D_x D_x^T + \lambda I)^{-1} D_G\, r`: a P x P solve per group. Exact when the
+    map is affine and the members span its input directions.
+
+    Args:
+        x: (G, P, *shape) member states (the map's inputs).
+        forward_values: (G, P, *out_shape) the map's outputs.
+        weighted_residual: (G, P, *out_shape) the vectors :math:`r^{(j)}` (e.g. :math:`\Gamma^{-1}(y - G^{(j)})`).
+        ridge: :math:`\lambda` relative to the mean squared deviation.
+
+    Returns:
+        (G, P, *shape) approximations of :math:`J^T r^{(j)}`.
+    """
+    g, p = x.shape[:2]
+    xs = x.reshape(g, p, -1)
+    gs = forward_values.reshape(g, p, -1)
+    dx = xs - xs.mean(1, keepdim=True)
+    dg = gs - gs.mean(1, keepdim=True)
+    gram = dx @ dx.transpose(1, 2)  # (G, P, P)
+    lam = ridge * torch.diagonal(gram, dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(x.dtype).tiny)
+    eye = torch.eye(p, dtype=xs.dtype, device=xs.device)
+    coeffs = torch.linalg.solve(gram + lam[:, None, None] * eye, dg @ weighted_residual.reshape(g, p, -1).transpose(1, 2))
+    return (coeffs.transpose(1, 2) @ dx).reshape(x.shape)
