@@ -42,7 +42,7 @@ def test_time_convention_endpoints():
 
 
 def test_registry_and_errors():
-    assert set(SCHEDULES) == {"linear", "trig", "vp", "ve"}
+    assert {"linear", "trig", "vp", "ve"} <= set(SCHEDULES)
     assert isinstance(get_schedule("vp", kind="cosine"), VPSchedule)
     with pytest.raises(ValueError, match="known schedules: linear, trig, ve, vp"):
         get_schedule("cosine-ish")
