@@ -40,7 +40,7 @@ def _start_and_reference(path_name: str, grid: str) -> tuple[torch.Tensor, torch
     return x, reference_solve(MIXTURE.field(path), x, times)
 
 
-def _check(path_name, grid, ours, options, kind, theirs):
+def _check_agreement(path_name, grid, ours, options, kind, theirs):
     path = PATHS[path_name]
     field = MIXTURE.field(path)
     x, ref = _start_and_reference(path_name, grid)
@@ -62,14 +62,14 @@ def _check(path_name, grid, ours, options, kind, theirs):
 @pytest.mark.parametrize("path_name", list(PATHS))
 @pytest.mark.parametrize("ours,options,kind,theirs", PAIRS, ids=[f"{p[0]}-{p[1]}" for p in PAIRS])
 def test_agrees_with_diffusers_within_2_percent_at_every_nfe(path_name, ours, options, kind, theirs):
-    _check(path_name, "logsnr", ours, options, kind, theirs)
+    _check_agreement(path_name, "logsnr", ours, options, kind, theirs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path_name", list(PATHS))
 @pytest.mark.parametrize("ours,options,kind,theirs", PAIRS, ids=[f"{p[0]}-{p[1]}" for p in PAIRS])
 def test_agrees_with_diffusers_on_the_karras_grid(path_name, ours, options, kind, theirs):
-    _check(path_name, "karras", ours, options, kind, theirs)
+    _check_agreement(path_name, "karras", ours, options, kind, theirs)
 
 
 def test_the_reference_third_order_coefficient_is_what_diffusers_uses():

@@ -117,7 +117,7 @@ def step_coefficients(
         raise ValueError(f"extra_noise must be a finite number >= 0; got {extra_noise!r}")
     if extra_noise > 0 and move == "exponential":
         raise ValueError("extra_noise needs solver='euler_maruyama' (the exponential move assumes eps proportional to eta)")
-    grid = grid.to(torch.float64).cpu()
+    grid = grid.to(torch.float64).cpu()  # sync-ok: the grid is built on the CPU; coefficients precomputed once in init
     v = path.schedule(grid)
     lam = path.schedule.log_snr(grid)
     kappa = v.d_alpha / v.alpha

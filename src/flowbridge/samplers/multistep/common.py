@@ -112,7 +112,7 @@ def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> G
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D tensor with at least 2 times; got shape {tuple(t.shape)}")
     if not bool((t[1:] > t[:-1]).all()):
-        raise ValueError(f"solver {solver!r} needs an increasing grid (t=0 source to t=1 target); got {t.tolist()}")
+        raise ValueError(f"solver {solver!r} needs an increasing grid (t=0 source to t=1 target); got {t.tolist()}")  # sync-ok: CPU grid in init, error path
     v = path.schedule(t)
     alpha, sigma = v.alpha.clone(), v.sigma.clone()
     if not bool((alpha > 0).all()):
@@ -124,7 +124,7 @@ def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> G
         )
     if not bool((sigma[:-1] > 0).all()):
         raise ValueError(
-            f"solver {solver!r}: sigma(t) = 0 is allowed only at the last grid time; grid {t.tolist()} "
+            f"solver {solver!r}: sigma(t) = 0 is allowed only at the last grid time; grid {t.tolist()} "  # sync-ok: CPU grid in init, error path
             f"reaches sigma = 0 earlier on {path.schedule!r}"
         )
     if final_step == "denoise":
@@ -239,7 +239,7 @@ class GaussianMultistep(Solver[MultistepState]):
         plans = self.plan(g)
         bad = [i for i, p in enumerate(plans) if not all(math.isfinite(c) for c in _floats(p))]
         if bad:
-            raise ValueError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")
+            raise ValueError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")  # sync-ok: CPU grid in init, error path
         return MultistepState(t=grid.to(device=x.device, dtype=x.dtype), plans=plans)
 
 
