@@ -117,3 +117,27 @@ def test_from_velocity_maps_time_conventions():
     torch.testing.assert_close(forward.score(x, t), exact.score(x, t), rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="known conventions"):
         from_velocity(lambda x, t: x, convention="backwards")
+
+
+@pytest.mark.parametrize("steps", [8, 10, 15, 20, 25])
+def test_dpmpp_2m_on_a_diffusers_field_matches_the_diffusers_loop(steps):
+    """Same model, same discrete grid (diffusers' own integer timesteps, t_k = 1 - k/(N-1)), same
+    noise: flowbridge's dpmpp_2m on from_diffusers(...) against DPMSolverMultistepScheduler.step."""
+    gm = ring_mixture(4)
+    train = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    unet = ExactUNet(gm, "epsilon", train.alphas_cumprod)
+    field = from_diffusers(unet, train)
+    scheduler = diffusers.DPMSolverMultistepScheduler.from_config(
+        train.config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
+    )
+    scheduler.set_timesteps(steps)
+    noise = torch.randn(512, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    x = noise.clone()
+    for k in scheduler.timesteps:
+        x = scheduler.step(unet(x, k.expand(x.shape[0])).sample, k, x).prev_sample
+    grid = torch.cat([1 - scheduler.timesteps.double() / 999, torch.ones(1, dtype=torch.float64)])
+    # diffusers lowers the last step to first order below 15 steps (lower_order_final).
+    solver = fb.get_solver("dpmpp_2m", final_step="first_order" if steps < 15 else "solver")
+    ours = solver.solve(field, noise.double(), grid).x
+    rel = float((ours - x.double()).flatten(1).norm(dim=1).mean() / x.double().flatten(1).norm(dim=1).mean())
+    assert rel < 0.02, rel
