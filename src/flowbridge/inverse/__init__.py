@@ -5,6 +5,7 @@ r"""Inverse problems: forward operators, noise models and posterior samplers wit
 """
 
 from flowbridge.inverse.api import sample
+from flowbridge.inverse.latent import LatentPosteriorSamples, compose_with_decoder, sample_latent
 from flowbridge.inverse.linear import Blur, Downsample, Inpainting, MatrixOperator
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.inverse.noise import Gaussian, Laplace, NoiseModel, Poisson
@@ -16,6 +17,9 @@ from flowbridge.inverse.samplers import (
 )
 
 __all__ = [
+    "LatentPosteriorSamples",
+    "compose_with_decoder",
+    "sample_latent",
     "POSTERIOR_SAMPLERS", "AdjointnessReport", "Blur", "Counters", "Downsample", "Gaussian", "Inpainting", "Lambda",
     "Laplace", "LinearOperator", "MatrixOperator", "Measurement", "NoiseModel", "Operator", "Poisson",
     "PosteriorSampler", "PosteriorSamples", "SpectralDecomposition", "adjointness_test", "conjugate_gradient",
