@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m flowbridge.demo --out outputs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
