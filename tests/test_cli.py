@@ -141,3 +141,22 @@ def test_recipes_naming_their_module_class_fit_through_flowbridge_fit(tmp_path):
     )
     assert cli.trainer.global_step == 2
     assert type(cli.model).__name__ == "LightSBModule"
+
+
+def test_sample_plot_fires_when_validation_and_plot_periods_are_equal(tmp_path):
+    """check_val_every_n_epoch = SamplePlot.every_n_epochs = 2 must write a plot (epochs count from 1)."""
+    import pathlib
+
+    from flowbridge.cli import build_cli
+    from flowbridge.training import SamplePlot
+
+    recipe = pathlib.Path(__file__).parents[1] / "models" / "fm_moons.yaml"
+    cli = build_cli(
+        ["fit", "--config", str(recipe), "--trainer.max_steps", "-1", "--trainer.max_epochs", "2",
+         "--trainer.check_val_every_n_epoch", "2", "--trainer.default_root_dir", str(tmp_path),
+         "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "2",
+         "--trainer.callbacks+=flowbridge.training.SamplePlot", "--trainer.callbacks.every_n_epochs", "2",
+         "--trainer.callbacks.num_samples", "64"],
+    )
+    plots = [cb for cb in cli.trainer.callbacks if isinstance(cb, SamplePlot)]
+    assert any(cb.last_path is not None and cb.last_path.exists() for cb in plots)

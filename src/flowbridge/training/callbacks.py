@@ -54,7 +54,9 @@ class SamplePlot(pl.Callback):
     ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        if trainer.current_epoch % self.every_n_epochs:
+        # Epochs count from 1 here, as in Lightning's check_val_every_n_epoch (which validates after
+        # epochs n-1, 2n-1, ... in 0-based current_epoch), so equal settings coincide.
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         from flowbridge import viz
 
