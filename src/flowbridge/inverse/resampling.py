@@ -1,9 +1,8 @@
-r"""Minimal systematic resampling for the particle posterior samplers.
+r"""ESS-triggered resampling of ``G`` independent particle groups for the posterior samplers.
 
-``flowbridge.smc`` (resamplers, ESS policies) did not exist when this module was written, so the
-inverse-problem samplers carry this small one: systematic resampling of ``G`` independent groups of
-``P`` particles, applied only to the groups whose ESS fell below a threshold. The choice is made
-with ``torch.where`` rather than a Python ``if``, so a step never synchronises with the device.
+The draw itself is :func:`flowbridge.smc.resampling.systematic` (batched over groups); this module
+only applies it to the groups whose ESS fell below a threshold, choosing with ``torch.where``
+rather than a Python ``if`` so that a step never synchronises with the device.
 """
 
 from __future__ import annotations
@@ -12,22 +11,8 @@ import torch
 from torch import Tensor
 
 from flowbridge.metrics import effective_sample_size
-from flowbridge.random import RandomSource, rand
-
-
-def systematic_indices(log_weights: Tensor, *, generator: RandomSource = None) -> Tensor:
-    r"""Systematic resampling: ancestor indices (G, P) for (G, P) log-weights.
-
-    One uniform :math:`u_g` per group; particle :math:`j` takes the ancestor whose cumulative weight
-    first exceeds :math:`(u_g + j)/P`. Unbiased, with lower variance than multinomial resampling.
-    """
-    g, p = log_weights.shape
-    w = torch.softmax(log_weights, dim=1)
-    cdf = torch.cumsum(w, dim=1)
-    cdf = cdf / cdf[:, -1:]  # guard against round-off leaving the last entry below 1
-    u = rand((g, 1), generator=generator, dtype=w.dtype, device=w.device)
-    points = (u + torch.arange(p, dtype=w.dtype, device=w.device)) / p
-    return torch.searchsorted(cdf, points).clamp_(max=p - 1)
+from flowbridge.random import RandomSource
+from flowbridge.smc.resampling import systematic
 
 
 def resample_if_degenerate(
@@ -50,7 +35,7 @@ def resample_if_degenerate(
     log_weights = log_weights - torch.logsumexp(log_weights, dim=1, keepdim=True)
     ess = effective_sample_size(log_weights, dim=1)
     degenerate = (ess < threshold * p)[:, None]  # (G, 1)
-    idx = systematic_indices(log_weights, generator=generator)
+    idx = systematic(log_weights, generator=generator)
     keep = torch.arange(p, device=idx.device).expand(g, p)
     idx = torch.where(degenerate, idx, keep)
 
