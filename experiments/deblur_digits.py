@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from inpaint_digits import held_out_digits, load_prior, plot_rows, reconstruct  # noqa: E402
+from inpaint_digits import add_reconstruction_arguments, held_out_digits, load_prior, plot_rows, reconstruct  # noqa: E402
 
 from flowbridge.inverse import Blur  # noqa: E402
 
@@ -26,13 +26,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--methods", nargs="+", default=["ddrm", "dds", "mcgdiff"])
     parser.add_argument("--width", type=float, default=1.0, help="Gaussian kernel std in pixels")
-    parser.add_argument("--digits", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--particles", type=int, default=16)
-    parser.add_argument("--sigma", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inverse_figures")
+    add_reconstruction_arguments(parser)
     args = parser.parse_args()
     field = load_prior(args.checkpoint)
     truth = held_out_digits(args.digits, args.seed)

@@ -102,11 +102,8 @@ def make_mask(kind: str, seed: int) -> torch.Tensor:
     raise ValueError(f"mask must be 'half' or 'random'; got {kind!r}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--methods", nargs="+", default=["ddrm", "mcgdiff"])
-    parser.add_argument("--mask", default="half", choices=["half", "random"])
+def add_reconstruction_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by the digit reconstruction scripts (this one and deblur_digits.py)."""
     parser.add_argument("--digits", type=int, default=6)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--steps", type=int, default=100)
@@ -114,6 +111,14 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inverse_figures")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--methods", nargs="+", default=["ddrm", "mcgdiff"])
+    parser.add_argument("--mask", default="half", choices=["half", "random"])
+    add_reconstruction_arguments(parser)
     args = parser.parse_args()
     field = load_prior(args.checkpoint)
     truth = held_out_digits(args.digits, args.seed)
