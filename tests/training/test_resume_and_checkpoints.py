@@ -71,3 +71,22 @@ def test_checkpoint_holds_ema_weights_and_reloads_with_weights_only(tmp_path: Pa
     x = module.generate(16, generator=torch.Generator().manual_seed(0), steps=4)
     y = cli.model.generate(16, generator=torch.Generator().manual_seed(0), steps=4)
     torch.testing.assert_close(x, y)  # the trained module ends with the EMA weights too
+
+
+def test_manual_fast_path_steps_exactly_like_automatic_optimisation(tmp_path: Path) -> None:
+    """The Trainer-free fast path (no clipping, no accumulation) changes no arithmetic of a step.
+
+    A clip threshold of 1e30 multiplies every gradient by exactly 1.0 but forces Lightning's automatic
+    optimisation, so the two runs differ only in the loop that drives them. The step-interval LR
+    scheduler must be stepped by the fast path as Lightning would.
+    """
+    model = {"lr_scheduler": {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 3, "gamma": 0.5}}}
+    fast = build_cli(["fit", "--config", str(tiny_recipe(tmp_path / "fast", max_steps=14, model=model))])
+    auto = build_cli(["fit", "--config", str(tiny_recipe(tmp_path / "auto", max_steps=14, model=model,
+                                                          trainer={"gradient_clip_val": 1e30}))])
+    assert not fast.model.automatic_optimization and auto.model.automatic_optimization
+    assert fast.trainer.global_step == auto.trainer.global_step == 14
+    for key, value in _weights(auto.model).items():
+        torch.testing.assert_close(_weights(fast.model)[key], value, rtol=0, atol=0, msg=key)
+    lr = [t.optimizers[0].param_groups[0]["lr"] for t in (fast.trainer, auto.trainer)]
+    assert lr[0] == lr[1] == 0.01 * 0.5 ** (14 // 3)
