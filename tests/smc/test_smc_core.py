@@ -141,3 +141,10 @@ def test_same_seed_same_result():
     a = smc.sample(smc.guided(_field(), _field(), 2.0), 64, generator=torch.Generator().manual_seed(5), **kw)
     b = smc.sample(smc.guided(_field(), _field(), 2.0), 64, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(a.samples, b.samples)
+
+
+def test_policy_options_read_positionally_and_method_is_keyword_only() -> None:
+    assert smc.ESSBelow(0.3).threshold == 0.3 and smc.EveryStep(5).warmup == 5
+    assert smc.ESSBelow(0.3, method="residual").method == "residual"
+    with pytest.raises(TypeError):
+        smc.ESSBelow(0.3, "residual")  # type: ignore[misc]

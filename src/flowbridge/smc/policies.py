@@ -15,7 +15,7 @@ the result with ``torch.where``), so that no policy ever forces a host sync.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -32,7 +32,8 @@ class ResamplePolicy(ABC):
             used for the final draw of equally weighted samples.
     """
 
-    method: str = "systematic"
+    # Keyword-only, so that ESSBelow(0.5) and EveryStep(20) set the policy's own option.
+    method: str = field(default="systematic", kw_only=True)
 
     def __post_init__(self) -> None:
         get_resampler(self.method)  # fail early with the known names
