@@ -9,7 +9,7 @@ next to the noise floor (quadrature vs quadrature) via ``flowbridge.metrics.comp
 ``dps`` is asked too, and its refusal is printed.
 
 Usage:
-    OMP_NUM_THREADS=1 python experiments/nonlinear_derivative_free.py [--samples 2000] [--steps 100]
+    OMP_NUM_THREADS=1 python experiments/nonlinear_derivative_free.py [--samples 2000] [--steps 100] [--seed 0 1 2]
 """
 
 from __future__ import annotations
@@ -81,50 +81,63 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--particles", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="problem seeds (x*, y); the first is the headline")
+    parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inverse_nonlinear.md")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
-    prior, meas = make_problem(args.seed)
-    field = prior.field("vp")
-    truth = QuadraturePosterior(prior, meas)
-    try:
-        sample(field, meas, "dps", num_samples=2, steps=3)
-        refusal = "dps ran (unexpected)"
-    except TypeError as err:
-        refusal = f"dps refused: {err}"
-    print(refusal)
     runs = {
         "ensemble": dict(steps=args.steps, particles=args.particles),
         "ensemble (no guidance)": dict(steps=args.steps, particles=args.particles, guidance_scale=0.0),
         "enkg": dict(steps=args.steps, particles=args.particles),
         "daps (metropolis)": dict(steps=args.steps // 5, ode_steps=5, mcmc="metropolis"),
     }
-    rows = []
-    for label, opts in runs.items():
-        method = label.split(" ")[0]
-        out = sample(field, meas, method, num_samples=args.samples, generator=torch.Generator().manual_seed(args.seed + 1), **opts)
-        report = compare_to_truth(out.samples, truth.sample, sliced_wasserstein, sets=5,
-                                  generator=torch.Generator().manual_seed(7), n_projections=100)
-        mean_err = float((out.samples.mean(0) - truth.mean()).norm())
-        rows.append((label, report, mean_err, out.counters))
-        print(f"{label:24s} {report}  |mean error| {mean_err:.3f}", flush=True)
+    rows, refusal, ys = [], "", []
+    for problem_seed in args.seed:
+        prior, meas = make_problem(problem_seed)
+        ys.append(float(meas.y))
+        field = prior.field("vp")
+        truth = QuadraturePosterior(prior, meas)
+        try:
+            sample(field, meas, "dps", num_samples=2, steps=3)
+            refusal = "dps ran (unexpected)"
+        except TypeError as err:
+            refusal = f"dps refused: {err}"
+        print(refusal)
+        for label, opts in runs.items():
+            method = label.split(" ")[0]
+            reports, errors = [], []
+            for sampler_seed in args.sampler_seeds:
+                out = sample(field, meas, method, num_samples=args.samples, generator=torch.Generator().manual_seed(sampler_seed), **opts)
+                reports.append(compare_to_truth(out.samples, truth.sample, sliced_wasserstein, sets=5,
+                                                generator=torch.Generator().manual_seed(7), n_projections=100))
+                errors.append(float((out.samples.mean(0) - truth.mean()).norm()))
+            ratios = torch.tensor([r.ratio for r in reports])
+            row = dict(problem=problem_seed, y=float(meas.y), label=label, value=sum(r.value for r in reports) / len(reports),
+                       floor=reports[0].floor.mean, ratio=float(ratios.mean()), ratio_sd=float(ratios.std()) if len(reports) > 1 else 0.0,
+                       ratio_max=float(ratios.max()), mean_err=sum(errors) / len(errors), nfe=out.counters.nfe,
+                       particles=opts.get("particles", 1))
+            rows.append(row)
+            print(f"problem {problem_seed} {label:24s} ratio {row['ratio']:.2f} +- {row['ratio_sd']:.2f} (max {row['ratio_max']:.2f}) "
+                  f"|mean error| {row['mean_err']:.3f}", flush=True)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Nonlinear, non-differentiable forward model (y = |Ax|^2 under no_grad), 2-D mixture prior",
         "",
-        f"Command: `OMP_NUM_THREADS=1 python experiments/nonlinear_derivative_free.py {' '.join(sys.argv[1:])}`; {date}; y = {float(meas.y):.3f}, sigma_y = 0.5.",
+        f"Command: `OMP_NUM_THREADS=1 python experiments/nonlinear_derivative_free.py {' '.join(sys.argv[1:])}`; {date}; "
+        f"sigma_y = 0.5; problem seeds {args.seed} (y = {', '.join(f'{v:.3f}' for v in ys)}); sampler seeds {args.sampler_seeds}.",
         "Ground truth: quadrature on a 600 x 600 grid over [-7, 7]^2. Sliced W2 over 100 directions, "
-        f"{args.samples} samples split into 5 sets, each against fresh quadrature samples; floor = quadrature vs quadrature.",
+        f"{args.samples} samples split into 5 sets, each against fresh quadrature samples; floor = quadrature vs quadrature. "
+        "ratio = SW2 / floor, mean +- sd (and max) over the sampler seeds.",
         "",
         f"{refusal}",
         "",
-        "| sampler | SW2 | noise floor | ratio | mean error | NFE / particle | particles |",
-        "|---|---|---|---|---|---|---|",
+        "| problem seed | sampler | SW2 | noise floor | ratio (mean +- sd) | max ratio | mean error | NFE / particle | particles |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, report, mean_err, counters in rows:
-        parts = runs[label].get("particles", 1)
-        lines.append(f"| {label} | {report.value:.4f} | {report.floor.mean:.4f} | {report.ratio:.2f} | {mean_err:.3f} | {counters.nfe} | {parts} |")
+    for r in rows:
+        lines.append(f"| {r['problem']} | {r['label']} | {r['value']:.4f} | {r['floor']:.4f} | {r['ratio']:.2f} +- {r['ratio_sd']:.2f} | "
+                     f"{r['ratio_max']:.2f} | {r['mean_err']:.3f} | {r['nfe']} | {r['particles']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -6,7 +6,8 @@ reverse chain:
 
 * twisting functions from forward evaluations only, :math:`\tilde p_k(y|x) = p(y \mid A(\hat x_1(x)))`
   with the Gaussian variance inflated to :math:`\sigma_y^2 + \rho\,r_k^2`
-  (:math:`r_k^2 = \bar\sigma_k^2/(1+\bar\sigma_k^2)`), and the exact likelihood at the clean node;
+  (:math:`r_k^2 = v\bar\sigma_k^2/(v+\bar\sigma_k^2)`, flat-prior :math:`\bar\sigma_k^2` by default, as in TDS),
+  and the exact likelihood at the clean node;
 * moves: TDS's twisted kernel, the prior's ancestral kernel with the data estimate shifted by
   :math:`(\sigma^2/\alpha)\nabla_x\log\tilde p_k`, where the gradient
   :math:`J^T\Gamma^{-1}(y - A(\hat x_1))` of the Gaussian twist is replaced by the group's statistical
@@ -32,7 +33,7 @@ from torch import Tensor
 from flowbridge.inverse.resampling import resample_if_degenerate
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, register_posterior_sampler
 from flowbridge.inverse.samplers.kalman import ensemble_gradient
-from flowbridge.inverse.samplers.particles import gaussian_log_density, particle_result, per_particle
+from flowbridge.inverse.samplers.particles import gaussian_log_density, particle_result, per_particle, twist_variance
 from flowbridge.metrics import effective_sample_size
 from flowbridge.random import RandomSource, randn_like
 
@@ -55,22 +56,26 @@ class Ensemble(PosteriorSampler):
         inflation: :math:`\\rho` in the twisting variance.
         guidance_scale: multiplies the derivative-free guidance of the proposal (0 disables it).
         resample_threshold: ESS fraction below which a group is resampled.
+        data_variance: :math:`v` in :math:`r_k^2` (``math.inf``: flat prior).
     """
 
     uses_particles = True
     exact = True
     default_particles = 64
 
-    def __init__(self, inflation: float = 3.0, guidance_scale: float = 1.0, resample_threshold: float = 0.5) -> None:
-        if inflation < 0 or guidance_scale < 0 or not 0 <= resample_threshold <= 1:
+    def __init__(
+        self, inflation: float = 1.0, guidance_scale: float = 1.0, resample_threshold: float = 0.5, data_variance: float = math.inf
+    ) -> None:
+        if inflation < 0 or guidance_scale < 0 or not 0 <= resample_threshold <= 1 or not data_variance > 0:
             raise ValueError(
-                f"need inflation >= 0, guidance_scale >= 0, resample_threshold in [0, 1]; got {inflation}, {guidance_scale}, {resample_threshold}"
+                f"need inflation >= 0, guidance_scale >= 0, resample_threshold in [0, 1], data_variance > 0; got "
+                f"{inflation}, {guidance_scale}, {resample_threshold}, {data_variance}"
             )
         self.inflation, self.guidance_scale, self.resample_threshold = float(inflation), float(guidance_scale), float(resample_threshold)
+        self.data_variance = float(data_variance)
 
     def _gamma(self, ctx: Context, i: int) -> float:
-        sb2 = ctx.grid.sigma_bar(i) ** 2
-        return ctx.measurement.noise.sigma**2 + self.inflation * sb2 / (1 + sb2)
+        return twist_variance(ctx.measurement.noise.sigma, ctx.grid.sigma_bar(i), self.inflation, self.data_variance)
 
     def _evaluate(self, ctx: Context, x: Tensor, i: int) -> tuple[Tensor, Tensor, Tensor]:
         groups = ctx.cache["groups"]

@@ -65,8 +65,15 @@ def ensemble_gradient(x: Tensor, forward_values: Tensor, weighted_residual: Tens
     gs = forward_values.reshape(g, p, -1)
     dx = xs - xs.mean(1, keepdim=True)
     dg = gs - gs.mean(1, keepdim=True)
+    rs = weighted_residual.reshape(g, p, -1)
+    n = xs.shape[-1]
+    # lambda = ridge x mean squared deviation per member: trace(D_x D_x^T) / P = trace(D_x^T D_x) / P.
+    lam = (ridge * dx.pow(2).sum((1, 2)) / p).clamp_min(torch.finfo(x.dtype).tiny)
+    if n < p:  # the same J^T r through the n x n system (D_x^T D_x + lambda I)^{-1} D_x^T D_G r: cheaper
+        eye_n = torch.eye(n, dtype=xs.dtype, device=xs.device)
+        sol = torch.linalg.solve(dx.transpose(1, 2) @ dx + lam[:, None, None] * eye_n, (dx.transpose(1, 2) @ dg) @ rs.transpose(1, 2))
+        return sol.transpose(1, 2).reshape(x.shape)
     gram = dx @ dx.transpose(1, 2)  # (G, P, P)
-    lam = ridge * torch.diagonal(gram, dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(x.dtype).tiny)
     eye = torch.eye(p, dtype=xs.dtype, device=xs.device)
-    coeffs = torch.linalg.solve(gram + lam[:, None, None] * eye, dg @ weighted_residual.reshape(g, p, -1).transpose(1, 2))
+    coeffs = torch.linalg.solve(gram + lam[:, None, None] * eye, dg @ rs.transpose(1, 2))
     return (coeffs.transpose(1, 2) @ dx).reshape(x.shape)

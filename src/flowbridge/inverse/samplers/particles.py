@@ -22,6 +22,20 @@ def gaussian_log_density(x: Tensor, mean: Tensor, var: Tensor | float) -> Tensor
     return -0.5 * ((x - mean) ** 2 / var_t + torch.log(2 * math.pi * var_t))
 
 
+def twist_variance(noise_sigma: float, sigma_bar: float, inflation: float, data_variance: float) -> float:
+    r"""Observation variance of a Tweedie twist, :math:`\sigma_y^2 + \rho\,r^2` (a Python float).
+
+    :math:`r^2 = v\bar\sigma^2/(v + \bar\sigma^2)` is :math:`\mathrm{Var}[x_1 \mid x_t]` per coordinate
+    for a prior :math:`N(0, vI)` at noise level :math:`\bar\sigma = \sigma/\alpha`; ``data_variance``
+    :math:`v = \infty` gives the flat-prior value :math:`\bar\sigma^2` (MCGdiff's potentials). With
+    :math:`v` below the data's real spread the twist is over-confident at high noise, where
+    :math:`\hat x_1` is still a blur of many modes, and the weights collapse in the first steps.
+    """
+    sb2 = sigma_bar * sigma_bar
+    r2 = sb2 if math.isinf(data_variance) else data_variance * sb2 / (data_variance + sb2)
+    return noise_sigma * noise_sigma + inflation * r2
+
+
 def per_particle(values: Tensor, groups: int) -> Tensor:
     """Sums (G * P, ...) elementwise values over everything but the particle: (G, P)."""
     return values.reshape(groups, -1, *values.shape[1:]).reshape(groups, values.shape[0] // groups, -1).sum(-1)
