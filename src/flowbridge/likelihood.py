@@ -19,8 +19,12 @@ where :math:`\alpha(t_0) = 0` (``linear`` and ``trig`` at ``t_0 = 0``) and an ap
 otherwise (VP's and VE's cut-offs); pass ``prior_log_prob`` to override it (a stochastic
 interpolant's source is data, so there it is required).
 
-Gradients are taken internally with ``torch.enable_grad`` and the result is detached: this is an
-evaluation routine, not a differentiable training loss.
+Gradients are taken internally with ``torch.enable_grad`` and by default the result is detached:
+an evaluation routine, not a differentiable training loss. With ``differentiable=True`` the
+divergence is taken with ``create_graph=True`` and nothing is detached, so autograd runs through the
+solver's steps (direct backpropagation; use a fixed-step ``method`` such as ``rk4`` so that
+:math:`\log p(x)` is a smooth function of ``x``): the gradient with respect to ``x`` is the
+gradient of the discretised likelihood, as gradient-based MCMC (HMC/NUTS) needs.
 """
 
 from __future__ import annotations
@@ -61,19 +65,19 @@ class LikelihoodResult:
     exact_divergence: bool
 
 
-def _exact_divergence(u: Tensor, x: Tensor) -> Tensor:
+def _exact_divergence(u: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
     """:math:`\\sum_i \\partial u_i/\\partial x_i` per sample, one backward pass per dimension."""
     flat_u = u.reshape(u.shape[0], -1)
     div = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
     for i in range(flat_u.shape[1]):
-        grad = torch.autograd.grad(flat_u[:, i].sum(), x, retain_graph=True)[0]
+        grad = torch.autograd.grad(flat_u[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
         div = div + grad.reshape(grad.shape[0], -1)[:, i]
     return div
 
 
-def _hutchinson_divergence(u: Tensor, x: Tensor, probe: Tensor) -> Tensor:
+def _hutchinson_divergence(u: Tensor, x: Tensor, probe: Tensor, create_graph: bool = False) -> Tensor:
     """:math:`\\varepsilon^T (\\partial u/\\partial x)\\varepsilon` per sample (one backward pass)."""
-    grad = torch.autograd.grad((u * probe).sum(), x)[0]
+    grad = torch.autograd.grad((u * probe).sum(), x, create_graph=create_graph)[0]
     return (grad * probe).reshape(x.shape[0], -1).sum(1)
 
 
@@ -107,6 +111,7 @@ def log_likelihood(
     rtol: float = 1e-6,
     atol: float = 1e-6,
     options: dict[str, Any] | None = None,
+    differentiable: bool = False,
 ) -> LikelihoodResult:
     """Log-likelihood of ``x`` under the target marginal of ``field`` via the probability-flow ODE.
 
@@ -120,7 +125,14 @@ def log_likelihood(
         exact_max_dim: use the exact divergence up to this many dimensions per sample.
         hutchinson: force (True) or forbid (False) Hutchinson's estimator; default by dimension.
         generator: draws the Hutchinson probes.
-        method, rtol, atol, options: passed to ``torchdiffeq.odeint``.
+        method: ODE method, passed to ``torchdiffeq.odeint`` (a fixed-step method such as ``rk4``
+            takes ``options={"step_size": h}``).
+        rtol: relative tolerance, passed to ``torchdiffeq.odeint``.
+        atol: absolute tolerance, passed to ``torchdiffeq.odeint``.
+        options: solver options, passed to ``torchdiffeq.odeint``.
+        differentiable: keep the autograd graph through the solve, so that ``log_prob`` can be
+            differentiated with respect to ``x`` (and the field's parameters); default False
+            (detached, cheaper).
 
     Returns:
         :class:`LikelihoodResult` with nats and bits per dimension.
@@ -136,14 +148,20 @@ def log_likelihood(
         raise ValueError(f"x must be a floating tensor of shape (B, ...); got {type(x).__name__} {getattr(x, 'shape', '')}")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
+    if not isinstance(differentiable, bool):
+        raise TypeError(f"differentiable must be a bool; got {type(differentiable).__name__}")
     if not isinstance(exact_max_dim, int) or exact_max_dim < 0:
         raise ValueError(f"exact_max_dim must be an integer >= 0; got {exact_max_dim!r}")
     if t_span is None:
         path = field.path
         t_span = (path.t_min, path.t_max) if isinstance(path, (GaussianPath, StochasticInterpolant)) else (0.0, 1.0)
+    if not isinstance(t_span, (tuple, list)) or len(t_span) != 2:
+        raise ValueError(f"t_span must be a pair (t0, t1); got {t_span!r}")
     t0, t1 = float(t_span[0]), float(t_span[1])
     if not 0.0 <= t0 < t1 <= 1.0:
         raise ValueError(f"t_span must satisfy 0 <= t0 < t1 <= 1; got {t_span}")
+    if not bool(torch.isfinite(x).all()):  # sync-ok: validated once, before the ODE solve
+        raise ValueError("x must be finite; it contains NaN or inf")
     prior = prior_log_prob if prior_log_prob is not None else _default_prior(field, t0)
     dim = x[0].numel()
     use_hutchinson = dim > exact_max_dim if hutchinson is None else bool(hutchinson)
@@ -157,13 +175,22 @@ def log_likelihood(
         nonlocal nfe
         nfe += 1
         with torch.enable_grad():
-            y = state[0].detach().requires_grad_(True)
+            if differentiable:
+                # Keep the state's graph (back to x); only a state outside any graph needs a leaf.
+                y = state[0] if state[0].requires_grad else state[0].detach().requires_grad_(True)
+            else:
+                y = state[0].detach().requires_grad_(True)
             u = field.velocity(y, t)
-            div = _hutchinson_divergence(u, y, probe) if probe is not None else _exact_divergence(u, y)
+            if probe is not None:
+                div = _hutchinson_divergence(u, y, probe, create_graph=differentiable)
+            else:
+                div = _exact_divergence(u, y, create_graph=differentiable)
+        if differentiable:
+            return u, div
         return u.detach(), div.detach()
 
     times = torch.tensor([t1, t0], dtype=x.dtype, device=x.device)
-    start = (x.detach(), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
+    start = (x if differentiable else x.detach(), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     xs, ells = torchdiffeq.odeint(rhs, start, times, method=method, rtol=rtol, atol=atol, options=options)
     x_source, delta = xs[-1], ells[-1]
     prior_lp = prior(x_source)
