@@ -160,3 +160,17 @@ def test_sample_plot_fires_when_validation_and_plot_periods_are_equal(tmp_path):
     )
     plots = [cb for cb in cli.trainer.callbacks if isinstance(cb, SamplePlot)]
     assert any(cb.last_path is not None and cb.last_path.exists() for cb in plots)
+
+
+def test_cli_profiles_nothing_cheaply_unless_a_profiler_is_asked_for(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from flowbridge.cli import build_cli
+    from flowbridge.training.profiling import NoOpProfiler
+
+    recipe = str(tiny_recipe(tmp_path, max_steps=3))
+    assert type(build_cli(["--config", recipe], run=False).trainer.profiler) is NoOpProfiler
+    asked = build_cli(["--config", recipe, "--trainer.profiler", "simple"], run=False)
+    assert isinstance(asked.trainer.profiler, SimpleProfiler)
+    with NoOpProfiler().profile("a"), NoOpProfiler().profile("b"):  # one shared context, re-entrant
+        pass

@@ -25,9 +25,11 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from flowbridge.training.data import DataError, GenerativeDataModule
 from flowbridge.training.module import GenerativeModule, SamplerConfig
+from flowbridge.training.profiling import NoOpProfiler
 
 
 class ConfigError(ValueError):
@@ -90,6 +92,8 @@ class FlowbridgeCLI(LightningCLI):
             if isinstance(exc, DataError):
                 raise
             raise ConfigError(condense_error(str(exc))) from exc
+        if type(self.trainer.profiler) is PassThroughProfiler:
+            self.trainer.profiler = NoOpProfiler()
         # Checkpoints go to <default_root_dir>/checkpoints rather than into the logger's new
         # version folder, so that `--ckpt_path last` finds the interrupted run's last.ckpt.
         for cb in self.trainer.checkpoint_callbacks:
@@ -105,6 +109,34 @@ def _config_files(args: Sequence[str]) -> list[Path]:
         elif a.startswith("--config="):
             files.append(Path(a.split("=", 1)[1]))
     return files
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Raises one :class:`ConfigError` naming the file for a ``--config`` that is unreadable, not YAML,
+    empty, or not a mapping of sections (``model:``, ``data:``, ``trainer:``).
+
+    jsonargparse reports these without the file name ("Unexpected config", a line number in
+    "<unicode string>") or with a stack trace (bytes that are not UTF-8).
+    """
+    import yaml
+
+    for path in _config_files(args):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            config = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config {path}: not a text (UTF-8) YAML file") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"--config {path}: invalid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
+        if config is None:
+            raise ConfigError(f"--config {path}: the file is empty; expected sections such as model:, data:, trainer:")
+        if not isinstance(config, dict):
+            raise ConfigError(
+                f"--config {path}: expected a mapping of sections (model:, data:, trainer:); got a {type(config).__name__}"
+            )
 
 
 def names_module_class(args: Sequence[str]) -> bool:
@@ -158,7 +190,15 @@ def load_module(ckpt: str | Path, map_location: str | torch.device = "cpu") -> G
     path = Path(ckpt)
     if not path.is_file():
         raise ConfigError(f"--ckpt {path}: no such checkpoint")
-    return GenerativeModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    try:
+        return GenerativeModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupt or another kind of file: one line naming it
+        raise ConfigError(f"--ckpt {path}: not a readable flowbridge checkpoint ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def load_datamodule(ckpt: str | Path) -> GenerativeDataModule | None:
@@ -169,7 +209,13 @@ def load_datamodule(ckpt: str | Path) -> GenerativeDataModule | None:
     """
     from flowbridge import training
 
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"--ckpt {ckpt}: not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})") from exc
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"--ckpt {ckpt}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")
+    hparams = checkpoint.get("datamodule_hyper_parameters") or {}
     class_path = hparams.get("_class_path", "")
     cls = getattr(training, class_path.rsplit(".", 1)[-1], None) if class_path.startswith("flowbridge.training.") else None
     if not (isinstance(cls, type) and issubclass(cls, GenerativeDataModule)):
@@ -185,8 +231,12 @@ def read_sampler_preset(path: str | Path) -> SamplerConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config {p}: no such file")
-    data = yaml.safe_load(p.read_text()) or {}
-    section = data.get("model", {}).get("sampler") if isinstance(data, dict) else None
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {p}: not valid YAML ({_first_line(exc)})") from exc
+    model = data.get("model") if isinstance(data, dict) else None
+    section = model.get("sampler") if isinstance(model, dict) else None
     if not isinstance(section, dict):
         raise ConfigError(f"--config {p}: expected a sampler preset with a 'model: sampler:' section")
     unknown = set(section) - {"solver", "steps", "grid", "options", "guidance"}
@@ -260,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "sample":
             return sample_command(args[1:])
+        check_config_files(args)
         build_cli(args)
     except ArgumentError as exc:
         print(f"flowbridge: error: {condense_error(str(exc))}", file=sys.stderr)

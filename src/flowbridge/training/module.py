@@ -69,6 +69,11 @@ class SamplerConfig:
             raise ValueError(f"sampler.grid: unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise ValueError(f"sampler.steps must be a positive integer; got {self.steps!r}")
+        # Chained comparison: False for NaN and +-inf (a non-finite CFG weight gives NaN samples).
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
+            raise TypeError(f"sampler.guidance must be a finite number; got {type(self.guidance).__name__}")
+        if not float("-inf") < self.guidance < float("inf"):
+            raise ValueError(f"sampler.guidance must be a finite number; got {self.guidance!r}")
 
 
 PRECONDITIONINGS = ("none", "edm")
@@ -309,9 +314,10 @@ class GenerativeModule(pl.LightningModule):
         self._automatic_optimization = bool(value)
 
     def training_step(self, batch: DataBatch, batch_idx: int) -> Tensor:
-        out = self.loss(batch, self.step_generator(_TRAIN, self.global_step, batch_idx))
+        step = self.global_step  # a chain of Lightning properties: read once
+        out = self.loss(batch, self.step_generator(_TRAIN, step, batch_idx))
         # self.log costs ~0.1 ms; at a few ms per step that is worth skipping on most steps.
-        if self.global_step % self.log_every_n_steps == 0:
+        if step % self.log_every_n_steps == 0:
             self.log("train/loss", out.loss, prog_bar=True)
         if self.automatic_optimization:
             return out.loss
