@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
+
+
+def check_state(x: object, name: str = "x") -> None:
+    """Raises a TypeError unless ``x`` is a floating-point tensor with a batch dimension.
+
+    Metadata only (type, dtype, rank): no device synchronisation, so it may run inside step loops.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...); got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, shape (batch, ...); got shape ()")
 
 
 def as_time(t: Tensor | float, like: Tensor) -> Tensor:
@@ -16,8 +30,12 @@ def as_time(t: Tensor | float, like: Tensor) -> Tensor:
         like: the state tensor ``x`` of shape (B, ...), whose device and dtype are used.
 
     Raises:
+        TypeError: if ``like`` is not a floating-point tensor or ``t`` is not a number or tensor.
         ValueError: if ``t`` has more than one dimension or a batch size that disagrees with ``like``.
     """
+    check_state(like)
+    if not isinstance(t, (Tensor, numbers.Real)) or isinstance(t, bool):
+        raise TypeError(f"t must be a float or a tensor of times; got {type(t).__name__}")
     t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
     if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, like.shape[0])):
         raise ValueError(

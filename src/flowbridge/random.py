@@ -8,6 +8,7 @@ in; it costs one small draw per sample per call, which is why it is opt-in (``se
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Union
 
@@ -24,6 +25,10 @@ class StackedGenerators:
     """
 
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        try:
+            seeds = [operator.index(s) for s in seeds]  # ints, numpy or 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"seeds must be a sequence of integers; got {seeds!r}") from None
         if len(seeds) == 0:
             raise ValueError("seeds must hold at least one seed")
         self.seeds = [int(s) for s in seeds]

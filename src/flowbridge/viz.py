@@ -234,6 +234,10 @@ def save_figure(fig: Figure, path: str | Path, **savefig_kwargs: Any) -> Path:
     Returns:
         The path written.
     """
+    if not hasattr(fig, "savefig"):
+        raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or pathlib.Path; got {type(path).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     savefig_kwargs.setdefault("dpi", 150)

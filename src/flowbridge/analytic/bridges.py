@@ -82,8 +82,10 @@ class GaussianBridge:
     (or float64).
 
     Args:
-        mean0, cov0: source mean (d,) and covariance (d, d).
-        mean1, cov1: target mean and covariance.
+        mean0: source mean (d,).
+        cov0: source covariance (d, d).
+        mean1: target mean (d,).
+        cov1: target covariance (d, d).
         eps: variance of the Brownian reference (entropic regularisation for the cost ½|x−y|²).
 
     Attributes:
@@ -180,6 +182,8 @@ class GaussianBridge:
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
         r"""The bridge SDE drift :math:`b(x, t) = (E[X_1\mid X_t = x] - x)/(1 - t)` for :math:`t < 1`."""
         t = as_time(t, x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
         if t.device.type == "cpu" and bool((t >= 1).any()):
             raise ValueError("GaussianBridge.drift is singular at t = 1 (the bridge is pinned); use t < 1")
         a, offset = self._drift_coefficients(t.reshape(-1).to("cpu", torch.float64))  # sync-ok: tiny d x d solve

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time
+from flowbridge._utils import as_time, check_state
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.fields.base import Field
 from flowbridge.paths.interpolant import StochasticInterpolant
@@ -75,10 +75,12 @@ class GaussianMixtureInterpolantField(Field):
         self.source, self.target, self.interpolant = source, target, interpolant
 
     def _flat(self, x: Tensor) -> Tensor:
-        flat = x.reshape(x.shape[0], -1)
-        if flat.shape[1] != self.source.dim:
+        check_state(x)
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.source.dim:
             raise ValueError(f"x must have {self.source.dim} features per sample; got shape {tuple(x.shape)}")
-        return flat
+        if x.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(f"x must be float32 or float64 (Cholesky has no half-precision kernel); got dtype {x.dtype}")
+        return x.reshape(x.shape[0], self.source.dim)
 
     def _posterior(self, x: Tensor, t: Tensor | float) -> dict[str, Tensor]:
         """Responsibility-weighted conditionals at (x, t): ``x0``, ``x1``, ``v`` (=-score), ``log_p``."""
@@ -99,7 +101,9 @@ class GaussianMixtureInterpolantField(Field):
         mu1_p = mu1[None].expand(j, k, d).reshape(j * k, d)
         log_w = (torch.log(w0)[:, None] + torch.log(w1)[None]).reshape(j * k)
         cov = a * a * cov0_p + b * b * cov1_p + g * g * eye  # (Bt, JK, d, d)
-        chol = torch.linalg.cholesky(cov)
+        # No error check: a NaN time then propagates instead of raising from inside LAPACK, and
+        # reading `info` would be a host sync.
+        chol = torch.linalg.cholesky_ex(cov).L
         mean = a[..., 0] * mu0_p + b[..., 0] * mu1_p  # (Bt, JK, d)
         delta = flat[:, None, :] - mean  # (B, JK, d)
         if chol.shape[0] == 1:

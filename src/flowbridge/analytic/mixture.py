@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, expand_like
+from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, rand, randn
@@ -42,6 +42,9 @@ class GaussianMixture:
     """
 
     def __init__(self, weights: Tensor, means: Tensor, covs: Tensor) -> None:
+        for name, value in (("weights", weights), ("means", means), ("covs", covs)):
+            if not isinstance(value, (Tensor, list, tuple)):
+                raise TypeError(f"{name} must be a tensor; got {type(value).__name__}")
         means = torch.as_tensor(means)
         if not means.is_floating_point():
             means = means.to(torch.get_default_dtype())
@@ -63,6 +66,8 @@ class GaussianMixture:
             covs = torch.diag_embed(covs)
         if covs.shape != (k, d, d):
             raise ValueError(f"covs must have shape ({k}, {d}, {d}), ({k}, {d}) or ({k},); got {tuple(covs.shape)}")
+        if not (bool(torch.isfinite(means).all()) and bool(torch.isfinite(covs).all())):
+            raise ValueError("means and covs must be finite")
         if not torch.allclose(covs, covs.transpose(-1, -2), atol=1e-6 * float(covs.abs().max()) + 1e-12):
             raise ValueError("covs must be symmetric")
         evals, evecs = torch.linalg.eigh(covs)
@@ -170,10 +175,10 @@ class GaussianMixtureField(Field):
         self.mixture = mixture
 
     def _flat(self, x: Tensor) -> Tensor:
-        flat = x.reshape(x.shape[0], -1)
-        if flat.shape[1] != self.mixture.dim:
+        check_state(x)
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.mixture.dim:
             raise ValueError(f"x must have {self.mixture.dim} features per sample; got shape {tuple(x.shape)}")
-        return flat
+        return x.reshape(x.shape[0], self.mixture.dim)  # an explicit width: -1 is ambiguous for B = 0
 
     def _means(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         flat = self._flat(x)
@@ -219,9 +224,18 @@ def gaussian_flow_map(
     :math:`y = U^T(x - \alpha\mu)`, hence :math:`y(t_1) = \sqrt{c(t_1)/c(t_0)}\;y(t_0)`.
 
     Args:
-        mean: (d,). cov: (d, d). path: the Gaussian path. x: (B, d) states at ``t_start``.
-        t_start, t_end: times in [0, 1].
+        mean: (d,) mean of the Gaussian target.
+        cov: (d, d) covariance of the Gaussian target.
+        path: the Gaussian path.
+        x: (B, d) states at ``t_start``.
+        t_start: start time in [0, 1].
+        t_end: end time in [0, 1].
     """
+    check_state(x, "x")
+    if x.ndim != 2 or x.shape[1] != mean.shape[-1]:
+        raise ValueError(f"x must have shape (B, {mean.shape[-1]}); got {tuple(x.shape)}")
+    check_unit_interval(float(t_start), "t_start")
+    check_unit_interval(float(t_end), "t_end")
     ell, u = torch.linalg.eigh(cov.to(x))
     mean = mean.to(x)
     s0 = path.schedule(torch.tensor(float(t_start), dtype=x.dtype))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
@@ -36,6 +37,11 @@ class GaussianPosterior:
 
 
 def _check_linear_gaussian(matrix: Tensor, sigma_y: float, y: Tensor, d: int) -> None:
+    check_state(matrix, "matrix")
+    check_state(y, "y")
+    for name, value in (("matrix", matrix), ("y", y)):
+        if not bool(torch.isfinite(value).all()):  # sync-ok: ground truth, computed once
+            raise ValueError(f"{name} must be finite; it contains NaN or inf")
     if matrix.ndim != 2 or matrix.shape[1] != d:
         raise ValueError(f"matrix must have shape (d_y, {d}); got {tuple(matrix.shape)}")
     if y.shape != (matrix.shape[0],):
@@ -47,6 +53,13 @@ def _check_linear_gaussian(matrix: Tensor, sigma_y: float, y: Tensor, d: int) ->
 def gaussian_posterior(mean: Tensor, cov: Tensor, matrix: Tensor, sigma_y: float, y: Tensor) -> GaussianPosterior:
     r"""Posterior of :math:`N(\text{mean}, \text{cov})` given :math:`y = Ax + \sigma_y\epsilon` (Kalman form,
     which stays valid for singular ``cov`` and rank-deficient :math:`A`)."""
+    check_state(mean, "mean")
+    check_state(cov, "cov")
+    if cov.shape != (mean.shape[0], mean.shape[0]):
+        raise ValueError(f"cov must have shape ({mean.shape[0]}, {mean.shape[0]}) to match mean; got {tuple(cov.shape)}")
+    evals = torch.linalg.eigvalsh(cov)
+    if not bool(torch.isfinite(evals).all()) or float(evals.min()) < -1e-9 * max(1.0, float(evals.abs().max())):  # sync-ok: once
+        raise ValueError(f"cov must be a finite positive semi-definite matrix; eigenvalues {evals.tolist()}")
     _check_linear_gaussian(matrix, sigma_y, y, mean.shape[0])
     s = matrix @ cov @ matrix.T + sigma_y**2 * torch.eye(matrix.shape[0], dtype=cov.dtype, device=cov.device)
     gain = torch.linalg.solve(s, matrix @ cov).T  # cov A^T S^{-1}
@@ -58,6 +71,8 @@ def gaussian_posterior(mean: Tensor, cov: Tensor, matrix: Tensor, sigma_y: float
 def mixture_posterior(prior: GaussianMixture, matrix: Tensor, sigma_y: float, y: Tensor) -> GaussianMixture:
     """The exact posterior mixture of a Gaussian-mixture prior under a linear Gaussian observation."""
     d = prior.dim
+    check_state(matrix, "matrix")
+    check_state(y, "y")
     matrix, y = matrix.to(prior.means), y.to(prior.means)
     _check_linear_gaussian(matrix, sigma_y, y, d)
     covs = prior.covs

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state, check_unit_interval
 from flowbridge.random import RandomSource, rand
 
 LN2 = math.log(2.0)
@@ -72,6 +73,7 @@ def step_index(t: Tensor, n_steps: int) -> tuple[Tensor, Tensor]:
         ``(i, t_prev)``: ``i`` as floats (B,) in ``[1, n]`` and ``t_prev`` (B,).
     """
     check_n_steps(n_steps)
+    check_unit_interval(t)
     i = torch.clamp(torch.floor(t * n_steps), 0, n_steps - 1) + 1
     return i, (i - 1) / n_steps
 
@@ -89,6 +91,7 @@ def check_times(t: Tensor, x: Tensor) -> Tensor:
         raise TypeError(f"t must be a tensor of shape (B,); got {type(t).__name__}")
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"t must have shape ({x.shape[0]},) to match x; got {tuple(t.shape)}")
+    check_unit_interval(t)  # host-side times only: no device sync
     if x.is_floating_point():
         return t.to(x.dtype)
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
@@ -99,6 +102,7 @@ def sample_categorical(logits: Tensor, *, generator: RandomSource = None) -> Ten
 
     Drawn through :mod:`flowbridge.random` so per-sample seeds and device rules apply.
     """
+    check_state(logits, "logits")
     u = rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
     tiny = torch.finfo(logits.dtype).tiny
     neg_log_u = -torch.log(u.clamp_min(tiny))

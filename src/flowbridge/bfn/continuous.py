@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge._utils import expand_like
+from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, step_index, sum_over_dims
 from flowbridge.bfn.schedules import ContinuousBFNSchedule, check_sigma1
 from flowbridge.fields.base import Field, call_net
@@ -160,7 +160,7 @@ class ContinuousBFN:
 
     def data_prediction(self, net: nn.Module, mu: Tensor, t: Tensor | float) -> Tensor:
         r"""The network's estimate :math:`\hat x(\mu, t)` of :math:`E[x\mid\mu_t]`."""
-        t = torch.as_tensor(t, dtype=mu.dtype, device=mu.device)
+        t = as_time(t, mu)  # checks the state's type and the times' shape once, metadata only
         x_hat = self._precondition(lambda inp: self._net_output(net, inp, t), mu, t)
         return x_hat if self.clip is None else x_hat.clamp(*self.clip)
 

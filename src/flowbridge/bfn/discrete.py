@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge._utils import expand_like
+from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
 from flowbridge.bfn.continuous import BFNField
 from flowbridge.bfn.schedules import DiscreteBFNSchedule, check_beta1, check_num_classes
@@ -50,7 +50,7 @@ LAYOUTS: tuple[str, ...] = ("flat", "channels")
 
 
 class DiscreteBFN:
-    """A categorical-data BFN: flow, updates, losses, likelihood bound and samplers.
+    r"""A categorical-data BFN: flow, updates, losses, likelihood bound and samplers.
 
     Args:
         num_classes: number of categories ``K >= 2``.
@@ -142,7 +142,7 @@ class DiscreteBFN:
 
     def output_logits(self, net: nn.Module, y: Tensor, t: Tensor | float) -> Tensor:
         r"""Logits of :math:`p_O(\cdot\mid\theta, t)`, shape (B, *positions, K), from the input logits ``y``."""
-        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        t = as_time(t, y)  # checks the state's type and the times' shape once, metadata only
         out = call_net(net, self.network_input(torch.softmax(y, dim=-1)), t, {})
         if out.numel() != y.numel():
             raise ValueError(

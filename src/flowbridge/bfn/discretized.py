@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge._utils import expand_like
+from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
 from flowbridge.bfn.continuous import _TINY, ContinuousBFN
 from flowbridge.bfn.schedules import check_num_classes
@@ -108,7 +108,7 @@ class DiscretizedBFN(ContinuousBFN):
     # ------------------------------------------------------------------ output distribution
     def output_params(self, net: nn.Module, mu: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         r"""The discretized Gaussian's :math:`(\mu_x, \log\sigma_x)`, each shaped like ``mu``."""
-        t = torch.as_tensor(t, dtype=mu.dtype, device=mu.device)
+        t = as_time(t, mu)  # checks the state's type and the times' shape once, metadata only
         out = self._net_output(net, self._scaled_input(mu, t), t)
         if out.shape[1] != 2 * mu.shape[1] or out.shape[2:] != mu.shape[2:]:
             raise ValueError(

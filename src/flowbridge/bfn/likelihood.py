@@ -39,6 +39,8 @@ def nll_bound(
         batch_size: data per network call.
         generator: the randomness of ``t`` and the flow.
     """
+    if not isinstance(x, Tensor):  # discrete data are integer tensors, so only the type is checked here
+        raise TypeError(f"x must be a tensor of data (B, ...); got {type(x).__name__}")
     if n_steps is not None:
         check_n_steps(n_steps)
     if not isinstance(repeats, int) or repeats < 1:

@@ -63,7 +63,8 @@ class BFNModule(pl.LightningModule):
         n_steps: ``None`` for the continuous-time loss, else the ``n`` of :math:`L^n`.
         transform: how data batches become BFN data: ``none``, ``quantize`` (to the discretized
             BFN's bins), ``binarize`` (``x > 0`` -> class 1), ``classes`` (round to class indices).
-        optimizer, lr_scheduler: callables building them.
+        optimizer: callable building the optimizer.
+        lr_scheduler: callable building the learning-rate scheduler.
         sampler: the sampler preset used by ``generate`` / callbacks.
         seed: seed of every per-step random stream.
         log_every_n_steps: how often the training loss is logged.

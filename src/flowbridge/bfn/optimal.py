@@ -13,8 +13,12 @@ r"""Exact, Bayes-optimal BFN outputs for data with known laws: the ground truth 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
+
+from flowbridge._utils import as_time, check_state
 
 from flowbridge.analytic import GaussianMixture
 from flowbridge.bfn.schedules import ContinuousBFNSchedule
@@ -37,11 +41,16 @@ class MixturePosteriorMean(nn.Module):
         self.schedule = ContinuousBFNSchedule(sigma1=sigma1)
 
     def forward(self, mu: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        flat = mu.reshape(mu.shape[0], -1)
-        gamma = self.schedule.gamma(torch.as_tensor(t, dtype=mu.dtype, device=mu.device).expand(mu.shape[0]))
+        check_state(mu, "mu")
+        if mu.ndim < 2 or math.prod(mu.shape[1:]) != self.mixture.dim:
+            raise ValueError(f"mu must have {self.mixture.dim} features per sample; got shape {tuple(mu.shape)}")
+        # The mixture's eigendecomposition has no half-precision kernel: work in at least float32.
+        work = torch.promote_types(mu.dtype, torch.float32)
+        flat = mu.reshape(mu.shape[0], self.mixture.dim).to(work)
+        gamma = self.schedule.gamma(as_time(t, flat).expand(mu.shape[0]))
         gamma = gamma.clamp_min(_GAMMA_FLOOR)[:, None]
-        x_hat, _ = self.mixture.to(dtype=mu.dtype, device=mu.device).posterior_means(flat, gamma, torch.sqrt(gamma * (1 - gamma)))
-        return x_hat.reshape(mu.shape)
+        x_hat, _ = self.mixture.to(dtype=work, device=mu.device).posterior_means(flat, gamma, torch.sqrt(gamma * (1 - gamma)))
+        return x_hat.reshape(mu.shape).to(mu.dtype)
 
 
 class IndependentCategoricalPosterior(nn.Module):
@@ -53,7 +62,8 @@ class IndependentCategoricalPosterior(nn.Module):
 
     def __init__(self, probs: Tensor) -> None:
         super().__init__()
-        if probs.ndim != 2 or not torch.allclose(probs.sum(-1), torch.ones((), dtype=probs.dtype), atol=1e-6):
+        check_state(probs, "probs")
+        if probs.ndim != 2 or probs.shape[0] == 0 or not torch.allclose(probs.sum(-1), torch.ones((), dtype=probs.dtype), atol=1e-6):
             raise ValueError(f"probs must be (P, K) with rows summing to 1; got shape {tuple(probs.shape)}")
         self.register_buffer("log_probs", torch.log(probs))
 

@@ -149,7 +149,8 @@ class DiscreteBFNSchedule(Schedule):
     Args:
         beta1: final accuracy :math:`\beta(1) > 0`.
         num_classes: number of categories ``K >= 2``.
-        t_min, t_max: default sampling span.
+        t_min: start of the default sampling span.
+        t_max: end of the default sampling span.
     """
 
     beta1: float = 3.0

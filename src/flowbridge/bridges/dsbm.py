@@ -30,6 +30,7 @@ from flowbridge.bridges.lightsb import check_samples
 from flowbridge.bridges.sde import BridgeField, DriftNetworkField, check_eps
 from flowbridge.nets.mlp import MLP
 from flowbridge.random import RandomSource, rand, randn_like
+from flowbridge.samplers.base import SamplingError
 
 __all__ = ["DSBM", "DSBMHistory", "bridge_matching_loss"]
 
@@ -41,10 +42,15 @@ def bridge_matching_loss(
 
     Args:
         field: the drift being trained (its ``eps`` is the bridge variance :math:`\sigma^2`).
-        start, end: (B, d) coupled endpoints (start at time 0 of this field's clock).
+        start: (B, d) coupled start points (time 0 of this field's clock).
+        end: (B, d) coupled end points.
         t_max: times are uniform on ``[0, t_max]`` (the target's variance grows like
             :math:`t/(1-t)` towards 1).
     """
+    check_samples(start, "start")
+    check_samples(end, "end")
+    if start.shape != end.shape:
+        raise ValueError(f"start and end must have the same shape; got {tuple(start.shape)} and {tuple(end.shape)}")
     u = rand((start.shape[0],), generator=generator, dtype=start.dtype, device=start.device)
     t = (t_max * u)[:, None]
     z = randn_like(start, generator=generator)
@@ -73,8 +79,10 @@ class DSBM(nn.Module):
     Args:
         dim: data dimension.
         sigma: bridge noise :math:`\sigma` (Brownian reference variance :math:`\sigma^2`).
-        forward_net, backward_net: networks ``net(x, t)``; default :class:`~flowbridge.nets.MLP`.
-        hidden, depth: size of the default networks.
+        forward_net: network ``net(x, t)`` of the forward drift; default :class:`~flowbridge.nets.MLP`.
+        backward_net: network ``net(x, t)`` of the backward drift; default :class:`~flowbridge.nets.MLP`.
+        hidden: width of the default networks.
+        depth: depth of the default networks.
     """
 
     def __init__(
@@ -109,8 +117,15 @@ class DSBM(nn.Module):
         return sample(f, "bridge_euler_maruyama", steps, x0=x, generator=generator).x
 
     def sample(self, x0: Tensor, steps: int = 100, *, generator: RandomSource = None) -> Tensor:
-        """Transports sources ``x0`` to the target with the forward SDE."""
-        return self.simulate(x0, "forward", steps, generator=generator)
+        """Transports sources ``x0`` to the target with the forward SDE.
+
+        Raises:
+            SamplingError: if any sample is non-finite at the end.
+        """
+        x = self.simulate(x0, "forward", steps, generator=generator)
+        if not bool(torch.isfinite(x).all()):  # sync-ok: one check after sampling, as flowbridge.sample
+            raise SamplingError("DSBM.sample produced non-finite values; check that x0 is finite and the fit converged")
+        return x
 
     def sample_backward(self, x1: Tensor, steps: int = 100, *, generator: RandomSource = None) -> Tensor:
         """Transports targets ``x1`` to the source with the backward SDE."""
@@ -139,8 +154,8 @@ class DSBM(nn.Module):
         Raises:
             ValueError: for mismatched dimensions or non-positive sizes.
         """
-        check_samples(x0, "x0")
-        check_samples(x1, "x1")
+        check_samples(x0, "x0", finite=True)
+        check_samples(x1, "x1", finite=True)
         if x0.shape[1] != x1.shape[1] or x0.shape[1] != self.dim:
             raise ValueError(f"x0 and x1 must both have dimension dim={self.dim}; got {x0.shape[1]} and {x1.shape[1]}")
         for name, value in (

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bridges.sde import BridgeField, check_eps
 from flowbridge.random import RandomSource, rand, randn_like
+from flowbridge.samplers.base import SamplingError
 
 COVARIANCES = ("diagonal", "full")
 
@@ -79,8 +80,11 @@ class FitHistory:
     steps: int = 0
 
 
-def check_samples(x: Tensor, name: str, dim: int | None = None) -> Tensor:
-    """Checks that ``x`` is a floating (N, d) tensor (with ``d == dim`` when given)."""
+def check_samples(x: Tensor, name: str, dim: int | None = None, *, finite: bool = False) -> Tensor:
+    """Checks that ``x`` is a floating (N, d) tensor with N >= 1 (with ``d == dim`` when given).
+
+    ``finite=True`` also refuses NaN/inf (a host sync: for data handed to a fit, checked once).
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, d); got {type(x).__name__}")
     if not x.is_floating_point():
@@ -89,6 +93,10 @@ def check_samples(x: Tensor, name: str, dim: int | None = None) -> Tensor:
         raise ValueError(f"{name} must have shape (N, d); got {tuple(x.shape)}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dimension {x.shape[1]} but the model has dim={dim}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample; got an empty batch {tuple(x.shape)}")
+    if finite and x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # sync-ok: once per fit
+        raise ValueError(f"{name} must be finite; it contains NaN or inf")
     return x
 
 
@@ -161,6 +169,8 @@ class LightSB(nn.Module):
 
     def _check_x(self, x: Tensor, name: str = "x") -> Tensor:
         check_samples(x, name, self.dim)
+        if x.dtype != self.r.dtype:  # metadata only; torch's own message names neither x nor the fix
+            raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {self.r.dtype}; use model.to({name}.dtype)")
         return x
 
     # ------------------------------------------------------------------ the LightSB objective
@@ -204,7 +214,17 @@ class LightSB(nn.Module):
         )
 
     def sample(self, x0: Tensor, *, generator: RandomSource = None) -> Tensor:
-        r"""Draws :math:`y \sim \pi(\cdot\mid x_0)` for each row of ``x0`` (B, d) (Gumbel-max component choice)."""
+        r"""Draws :math:`y \sim \pi(\cdot\mid x_0)` for each row of ``x0`` (B, d) (Gumbel-max component choice).
+
+        Raises:
+            SamplingError: if any draw is non-finite (a non-finite ``x0`` or a diverged fit).
+        """
+        y = self._sample(x0, generator=generator)
+        if not bool(torch.isfinite(y).all()):  # sync-ok: one check after sampling, as flowbridge.sample
+            raise SamplingError("LightSB.sample produced non-finite values; check that x0 is finite and the fit converged")
+        return y
+
+    def _sample(self, x0: Tensor, *, generator: RandomSource = None) -> Tensor:
         mix = self.conditional(x0)
         u = rand(mix.logits.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(x0.dtype).tiny)))
@@ -316,9 +336,11 @@ class LightSB(nn.Module):
         along a cosine from ``lr`` to ``lr_final`` (smaller minibatch noise at the end).
 
         Args:
-            x0, x1: source and target samples (their counts may differ).
-            steps, batch_size, lr: the optimisation; ``lr`` 1e-3 / 3e-3 / 6e-2 were the reference's
-                choices for eps = 0.1 / 1 / 10.
+            x0: source samples.
+            x1: target samples (their count may differ from the source's).
+            steps: optimisation steps.
+            batch_size: samples of each side per step.
+            lr: learning rate; 1e-3 / 3e-3 / 6e-2 were the reference's choices for eps = 0.1 / 1 / 10.
             lr_final: final learning rate of the cosine decay (``None``: constant ``lr``).
             init_centres: initialise :math:`r_k` at ``K`` distinct target samples first.
             generator: randomness for the initialisation and the minibatches.
@@ -328,8 +350,8 @@ class LightSB(nn.Module):
             ValueError: for mismatched dimensions, fewer than ``n_potentials`` target samples or
                 fewer than 2 source samples, or non-positive ``steps``/``batch_size``/``lr``.
         """
-        check_samples(x0, "x0")
-        check_samples(x1, "x1")
+        check_samples(x0, "x0", finite=True)
+        check_samples(x1, "x1", finite=True)
         if x0.shape[1] != x1.shape[1]:
             raise ValueError(f"x0 and x1 must have the same dimension; got {x0.shape[1]} and {x1.shape[1]}")
         check_samples(x0, "x0", self.dim)

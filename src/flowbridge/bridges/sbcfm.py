@@ -73,9 +73,11 @@ class SBCFM(nn.Module):
     Args:
         dim: data dimension.
         sigma: bridge noise :math:`\sigma` (reference variance :math:`\varepsilon = \sigma^2`).
-        drift_net, denoiser_net: networks ``net(x, t)``; default :class:`~flowbridge.nets.MLP`
+        drift_net: network ``net(x, t)`` of the drift; default :class:`~flowbridge.nets.MLP`
             with ``hidden`` units and ``depth`` layers.
-        hidden, depth: size of the default networks.
+        denoiser_net: network ``net(x, t)`` of the denoiser; default as for ``drift_net``.
+        hidden: width of the default networks.
+        depth: depth of the default networks.
         reg: entropic regularisation of the minibatch plan for the cost :math:`|x_0 - x_1|^2`;
             default :math:`2\sigma^2` (the SB's own); raise it if Sinkhorn overflows.
         t_margin: training times are drawn from ``[t_margin, 1 - t_margin]``.
@@ -158,8 +160,8 @@ class SBCFM(nn.Module):
             ValueError: for mismatched dimensions or non-positive sizes.
             flowbridge.couplings.CouplingError: if Sinkhorn overflows (raise ``reg``).
         """
-        check_samples(x0, "x0")
-        check_samples(x1, "x1")
+        check_samples(x0, "x0", finite=True)
+        check_samples(x1, "x1", finite=True)
         if x0.shape[1] != x1.shape[1] or x0.shape[1] != self.dim:
             raise ValueError(f"x0 and x1 must both have dimension dim={self.dim}; got {x0.shape[1]} and {x1.shape[1]}")
         for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):

@@ -17,6 +17,7 @@ plan that fails (iteration limit, numerical overflow) raises :class:`CouplingErr
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -39,6 +40,8 @@ def squared_distances(x0: Tensor, x1: Tensor) -> np.ndarray:
     a = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
     b = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
     # sync-ok: POT solves on the host; one transfer per batch, outside any sampling loop.
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        raise ValueError("x0 and x1 must be finite for an OT coupling; the batch contains NaN or inf")
     return torch.cdist(a, b).pow_(2).numpy()
 
 
@@ -67,8 +70,8 @@ class MinibatchOTCoupling(Coupling):
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown OT method {method!r}; known methods: {', '.join(METHODS)}")
-        if not reg > 0:
-            raise ValueError(f"reg must be > 0; got {reg}")
+        if not 0 < reg < math.inf:
+            raise ValueError(f"reg must be > 0 and finite; got {reg}")
         if not (isinstance(max_iter, int) and max_iter > 0):
             raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
         if not tol > 0:

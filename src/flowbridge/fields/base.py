@@ -86,8 +86,16 @@ class Field(nn.Module, ABC):
         return f"path={self.path!r}, parametrisation={self.parametrisation!r}"
 
 
+def check_field(field: object, name: str = "field") -> None:
+    """Raises a TypeError unless ``field`` is a flowbridge :class:`Field`."""
+    if not isinstance(field, Field):
+        raise TypeError(f"{name} must be a flowbridge Field; got {type(field).__name__}")
+
+
 def same_path(*fields: Field) -> Path | None:
     """Returns the common path of ``fields``; raises ValueError if they live on different paths."""
+    for f in fields:
+        check_field(f)
     paths = [f.path for f in fields]
     for p in paths[1:]:
         if p != paths[0]:

@@ -7,6 +7,9 @@ parametrisation; each method combines the two fields' answers to the same questi
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from torch import Tensor
 
 from flowbridge.fields.base import Field, same_path
@@ -17,6 +20,8 @@ class GuidedField(Field):
 
     def __init__(self, toward: Field, base: Field, w: float) -> None:
         super().__init__(same_path(toward, base), toward.parametrisation)
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w):
+            raise ValueError(f"guidance weight w must be a finite number; got {w!r}")
         self.toward = toward
         self.base = base
         self.w = float(w)

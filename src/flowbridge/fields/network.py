@@ -23,6 +23,8 @@ class NetworkField(Field):
     def __init__(
         self, net: nn.Module, path: Path | None, parametrisation: str = "velocity", condition: dict[str, Any] | None = None
     ) -> None:
+        if not callable(net):
+            raise TypeError(f"net must be a callable network net(x, t, **condition); got {type(net).__name__}")
         super().__init__(path, parametrisation)
         self.net = net
         self.condition = dict(condition or {})

@@ -7,7 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from flowbridge.fields.base import Field
+from flowbridge._utils import check_state
+from flowbridge.fields.base import Field, check_field
 
 _METHODS = ("predict", "velocity", "data", "noise", "score", "sde_drift")
 
@@ -24,12 +25,14 @@ class AutocastField(Field):
     """
 
     def __init__(self, inner: Field, dtype: torch.dtype) -> None:
+        check_field(inner, "inner")
         if dtype not in (torch.bfloat16, torch.float16):
             raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16; got {dtype}")
         super().__init__(inner.path, inner.parametrisation)
         self.inner, self.dtype = inner, dtype
 
     def _call(self, name: str, x: Tensor, *args: Tensor) -> Tensor:
+        check_state(x)  # x.device is read before the inner field could check it
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
             out = getattr(self.inner, name)(x, *args)
         return out.to(x.dtype)
@@ -62,6 +65,7 @@ class CompiledField(Field):
     """
 
     def __init__(self, inner: Field, **compile_options: Any) -> None:
+        check_field(inner, "inner")
         super().__init__(inner.path, inner.parametrisation)
         self.inner = inner
         self._options = compile_options

@@ -56,10 +56,13 @@ class DiscreteVPSchedule(Schedule):
         return (1 - t) * (self.num_timesteps - 1)
 
     def _lambda_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"t must be a tensor of times; got {type(t).__name__}")
         knots = self._knots.to(device=t.device, dtype=t.dtype)
         n = self.num_timesteps - 1
         u = (t * n).clamp(0, n)
-        idx = torch.floor(u).clamp(max=n - 1).long()
+        # A NaN time would index far out of the table; it keeps a valid index and stays NaN in `u`.
+        idx = torch.nan_to_num(torch.floor(u), nan=0.0).clamp(max=n - 1).long()
         lo, hi = knots[idx], knots[idx + 1]
         return lo + (u - idx) * (hi - lo), (hi - lo) * n
 

@@ -43,7 +43,9 @@ def sample(
         generator: the only source of randomness.
         x_init: optional initial noise, shape (num_samples * particles, *input_shape) (or
             (num_samples, ...) without particles); drawn from ``generator`` when omitted.
-        grid, t_start, t_end: the time grid on the prior's path (``flowbridge.samplers.grids``).
+        grid: name of the time grid on the prior's path (``flowbridge.samplers.grids``).
+        t_start: first time of the grid.
+        t_end: last time of the grid.
         **options: the sampler's own options (e.g. ``step_size`` for DPS, ``eta`` for DDRM).
 
     Returns:

@@ -21,20 +21,55 @@ from torch import Tensor
 from flowbridge.inverse.operators import LinearOperator, SpectralDecomposition
 
 
+def _checked_array(value: object, name: str, *, integers: bool) -> Tensor:
+    """``value`` as a real, non-empty, finite tensor; a TypeError/ValueError naming ``name`` otherwise.
+
+    Runs once at construction (its finiteness check is a host sync, never inside a step loop).
+
+    Args:
+        value: a tensor, or a (nested) list / tuple of numbers (read in the default float dtype).
+        name: the argument's name, for the messages.
+        integers: whether an integer (or boolean) array is cast to the default float dtype;
+            otherwise it is refused.
+    """
+    if isinstance(value, (list, tuple)):
+        try:
+            value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be a tensor (or a nested list of numbers); got {value!r}") from exc
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a tensor; got {type(value).__name__}")
+    if value.is_complex():
+        # Casting would silently drop the imaginary part.
+        raise TypeError(f"{name} must be a real tensor; got dtype {value.dtype}")
+    if not value.is_floating_point():
+        if not integers:
+            raise TypeError(f"{name} must be a floating-point tensor; got dtype {value.dtype}")
+        value = value.to(torch.get_default_dtype())
+    if value.numel() == 0:
+        raise ValueError(f"{name} must have at least one entry; got shape {tuple(value.shape)}")
+    if not bool(torch.isfinite(value).all()):  # sync-ok: validated once at construction
+        raise ValueError(f"{name} must be finite; it has NaN or inf entries")
+    return value
+
+
 class MatrixOperator(LinearOperator):
     """``y = A x`` for a dense (m, n) matrix acting on (B, n) vectors.
 
     Args:
-        matrix: (m, n), any rank (rank-deficient and wide or tall matrices are fine).
+        matrix: (m, n), any rank (rank-deficient and wide or tall matrices are fine); real and
+            finite. An integer matrix is cast to the default float dtype.
         rcond: singular values below ``rcond * max(s)`` count as exactly zero.
+
+    Raises:
+        TypeError: if ``matrix`` is not a tensor (or nested list of numbers) or is complex.
+        ValueError: if ``matrix`` is not 2-D, is empty, or has NaN/inf entries.
     """
 
     def __init__(self, matrix: Tensor, rcond: float | None = None) -> None:
-        matrix = torch.as_tensor(matrix)
+        matrix = _checked_array(matrix, "matrix", integers=True)
         if matrix.ndim != 2:
             raise ValueError(f"matrix must have shape (m, n); got {tuple(matrix.shape)}")
-        if not matrix.is_floating_point():
-            matrix = matrix.to(torch.get_default_dtype())
         super().__init__((matrix.shape[1],), (matrix.shape[0],))
         self.matrix = matrix
         m, n = matrix.shape
@@ -116,15 +151,20 @@ class Blur(LinearOperator):
     r"""Circular convolution with ``kernel`` over the last two axes, computed with the FFT.
 
     Args:
-        kernel: (kh, kw) kernel; its centre ``(kh // 2, kw // 2)`` is the origin.
+        kernel: (kh, kw) real, finite, floating-point kernel; its centre ``(kh // 2, kw // 2)`` is
+            the origin.
         image_shape: (H, W) or (C, H, W) of one image (the same kernel on every channel).
+
+    Raises:
+        TypeError: if ``kernel`` is not a floating-point tensor (or nested list of floats).
+        ValueError: if ``kernel`` is not 2-D, is empty, has NaN/inf entries or is larger than the image.
     """
 
     def __init__(self, kernel: Tensor, image_shape: tuple[int, ...]) -> None:
-        kernel = torch.as_tensor(kernel, dtype=torch.float64)
+        kernel = _checked_array(kernel, "kernel", integers=False).to(torch.float64)
         image_shape = _image_shape(image_shape)
         if kernel.ndim != 2:
-            raise ValueError(f"kernel must have shape (kh, kw); got {tuple(kernel.shape)}")
+            raise ValueError(f"kernel must be a tensor of shape (kh, kw); got {tuple(kernel.shape)}")
         h, w = image_shape[-2:]
         if kernel.shape[0] > h or kernel.shape[1] > w:
             raise ValueError(f"kernel {tuple(kernel.shape)} is larger than the image {(h, w)}")

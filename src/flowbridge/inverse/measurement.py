@@ -35,7 +35,11 @@ class Measurement:
             raise TypeError(f"operator must be a flowbridge.inverse.Operator; got {type(self.operator).__name__}")
         if not isinstance(self.noise, NoiseModel):
             raise TypeError(f"noise must be a flowbridge.inverse noise model (Gaussian, Laplace, Poisson); got {type(self.noise).__name__}")
+        if not isinstance(self.y, (Tensor, list, tuple, float, int)):
+            raise TypeError(f"y must be a tensor of shape {self.operator.output_shape}; got {type(self.y).__name__}")
         y = torch.as_tensor(self.y)
+        if y.is_complex():
+            raise TypeError(f"y must be real; got dtype {y.dtype}")
         if not y.is_floating_point():
             y = y.to(torch.get_default_dtype())
         expected = self.operator.output_shape

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state
+
 
 @dataclass(frozen=True)
 class SpectralDecomposition:
@@ -91,7 +93,9 @@ class Operator:
         return self.forward(x)
 
     def check_input(self, x: Tensor, name: str = "x") -> None:
-        """Raises ValueError unless ``x`` has shape ``(B, *input_shape)``."""
+        """Raises ValueError unless ``x`` has shape ``(B, *input_shape)`` (TypeError unless it is a
+        floating-point tensor)."""
+        check_state(x, name)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"{name} must have shape (B, {', '.join(map(str, self.input_shape))}) for "
@@ -183,7 +187,8 @@ class LinearOperator(Operator):
 
 
 def _batch_dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).reshape(a.shape[0], -1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
+    # An explicit width rather than -1, which is ambiguous for an empty batch.
+    return (a * b).reshape(a.shape[0], math.prod(a.shape[1:])).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
 
 
 def conjugate_gradient(
@@ -194,6 +199,13 @@ def conjugate_gradient(
     Each sample carries its own :math:`\alpha_k, \beta_k`; a converged sample (zero residual) stays
     put because the divisions are guarded rather than branched on.
     """
+    check_state(rhs, "rhs")
+    if x_init is not None:
+        check_state(x_init, "x_init")
+        if x_init.shape != rhs.shape:
+            raise ValueError(f"x_init must have the shape of rhs {tuple(rhs.shape)}; got {tuple(x_init.shape)}")
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer; got {iterations!r}")
     x = rhs.clone() if x_init is None else x_init.clone()
     r = rhs - matvec(x)
     p = r
@@ -242,6 +254,7 @@ class Lambda(Operator):
         self.differentiable = differentiable
 
     def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         if self.differentiable:
             return self.fn(x)
         # A black box: gradients must never be asked of it, so it runs detached.

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state
+
 __all__ = ["bures_wasserstein2", "bw2_uvp", "cbw2_uvp", "mixture_moments", "sample_moments"]
 
 
@@ -37,14 +39,26 @@ def _check_moments(mean: Tensor, cov: Tensor, name: str) -> None:
         raise ValueError(
             f"{name}: expected mean (..., d) and covariance (..., d, d); got {tuple(mean.shape)} and {tuple(cov.shape)}"
         )
+    for what, value in (("mean", mean), ("covariance", cov)):
+        if not value.is_floating_point():
+            raise TypeError(f"{name}: {what} must be a real floating-point tensor; got dtype {value.dtype}")
+        if value.device.type != "meta" and not bool(torch.isfinite(value).all()):  # sync-ok: a metric, once
+            raise ValueError(f"{name}: {what} must be finite; it contains NaN or inf")
+    if cov.device.type != "meta" and cov.numel():
+        evals = torch.linalg.eigvalsh(cov.to(torch.float64))
+        tol = 1e-8 * float(evals.abs().max().clamp_min(1.0))  # sync-ok: a metric, once
+        if not bool((evals >= -tol).all()):
+            raise ValueError(f"{name}: covariance must be positive semi-definite; smallest eigenvalue {float(evals.min()):.3g}")
 
 
 def bures_wasserstein2(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor) -> Tensor:
     r"""Squared Bures–Wasserstein distance, batched over leading dimensions.
 
     Args:
-        mean_a, cov_a: (..., d) and (..., d, d) moments of the first distribution.
-        mean_b, cov_b: the same for the second.
+        mean_a: (..., d) mean of the first distribution.
+        cov_a: (..., d, d) covariance of the first distribution.
+        mean_b: (..., d) mean of the second distribution.
+        cov_b: (..., d, d) covariance of the second distribution.
 
     Returns:
         (...) tensor of :math:`BW_2^2` values.
@@ -76,13 +90,17 @@ def cbw2_uvp(
     .. math:: 100\cdot\frac{1}{N}\sum_i BW_2^2\big(\hat\pi(\cdot\mid x_i), \pi(\cdot\mid x_i)\big)\big/\operatorname{Var}(Y)
 
     Args:
-        mean_model, cov_model: (N, d), (N, d, d) moments of the model's conditionals.
-        mean_true, cov_true: (N, d), (N, d, d) (or (d, d), shared) moments of the true conditionals.
+        mean_model: (N, d) means of the model's conditionals.
+        cov_model: (N, d, d) covariances of the model's conditionals.
+        mean_true: (N, d) means of the true conditionals.
+        cov_true: (N, d, d) (or (d, d), shared) covariances of the true conditionals.
         target_variance: :math:`\operatorname{Var}(Y) = \operatorname{tr}\operatorname{Cov}(Y)` of the target marginal.
 
     Raises:
         ValueError: for inconsistent shapes or a non-positive ``target_variance``.
     """
+    if not isinstance(mean_model, Tensor) or not isinstance(mean_true, Tensor):
+        raise TypeError(f"means must be tensors; got {type(mean_model).__name__} and {type(mean_true).__name__}")
     if mean_model.ndim != 2 or mean_true.shape != mean_model.shape:
         raise ValueError(
             f"means must both have shape (N, d); got {tuple(mean_model.shape)} and {tuple(mean_true.shape)}"
@@ -97,6 +115,7 @@ def cbw2_uvp(
 
 def sample_moments(samples: Tensor) -> tuple[Tensor, Tensor]:
     r"""Mean and (unbiased) covariance of samples (..., M, d) along the sample axis ``-2``."""
+    check_state(samples, "samples")
     if samples.ndim < 2 or samples.shape[-2] < 2:
         raise ValueError(f"samples must have shape (..., M, d) with M >= 2; got {tuple(samples.shape)}")
     mean = samples.mean(-2)
@@ -116,6 +135,15 @@ def mixture_moments(logits: Tensor, means: Tensor, covs: Tensor) -> tuple[Tensor
     Returns:
         mean (B, d) and covariance (B, d, d): :math:`\sum_k w_k(\Sigma_k + m_k m_k^\top) - m m^\top`.
     """
+    for name, value in (("logits", logits), ("means", means), ("covs", covs)):
+        check_state(value, name)
+    if logits.ndim != 2 or means.shape[:2] != logits.shape or means.ndim != 3:
+        raise ValueError(f"logits must be (B, K) and means (B, K, d); got {tuple(logits.shape)} and {tuple(means.shape)}")
+    d = means.shape[-1]
+    if covs.shape not in ((logits.shape[1], d, d), (*logits.shape, d, d)):
+        raise ValueError(f"covs must be (K, d, d) or (B, K, d, d) = {(*logits.shape, d, d)}; got {tuple(covs.shape)}")
+    dtype = torch.promote_types(torch.promote_types(logits.dtype, means.dtype), covs.dtype)
+    logits, means, covs = logits.to(dtype), means.to(dtype), covs.to(dtype)
     w = torch.softmax(logits, dim=-1)
     mean = torch.einsum("bk,bkd->bd", w, means)
     centred = means - mean[:, None, :]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state
 from flowbridge.metrics.noise_floor import NoiseFloor, noise_floor
 
 
@@ -62,6 +63,11 @@ def compare_to_truth(
         sets: number of slices ``R``.
         generator: randomness for the true draws and the metric's projections.
     """
+    check_state(samples, "samples")
+    if not isinstance(sets, int) or isinstance(sets, bool) or sets < 1:
+        raise ValueError(f"sets must be a positive integer; got {sets!r}")
+    if samples.device.type != "meta" and not bool(torch.isfinite(samples).all()):  # sync-ok: a metric, once
+        raise ValueError("samples must be finite; they contain NaN or inf")
     if samples.shape[0] < 2 * sets:
         raise ValueError(f"samples must hold at least 2 points per set ({sets} sets); got {samples.shape[0]}")
     n = samples.shape[0] // sets

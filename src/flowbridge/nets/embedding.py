@@ -50,6 +50,8 @@ class SinusoidalTimeEmbedding(nn.Module):
         Raises:
             ValueError: if ``t`` has more than one dimension.
         """
+        if not isinstance(t, Tensor):
+            raise TypeError(f"t must be a tensor of shape () or (B,); got {type(t).__name__}")
         if t.ndim > 1:
             raise ValueError(f"t must have shape () or (B,); got shape {tuple(t.shape)}")
         out_dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
@@ -68,6 +70,19 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_period={self.max_period}, scale={self.scale}"
+
+
+def check_input_dtype(x: Tensor, weight: Tensor) -> None:
+    """Raises a TypeError if ``x``'s dtype differs from the network's weights outside autocast.
+
+    Metadata only; torch's own error ("mat1 and mat2 must have the same dtype") names neither the
+    argument nor the fix.
+    """
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"x has dtype {x.dtype} but the network's weights are {weight.dtype}; convert one to the other "
+            "(net.to(x.dtype)) or evaluate under autocast (flowbridge.fields.AutocastField)"
+        )
 
 
 def batch_times(t: Tensor | float, x: Tensor) -> Tensor:

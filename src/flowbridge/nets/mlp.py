@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, null_or_labels
+from flowbridge._utils import check_state
+from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
 
 
 class MLP(nn.Module):
@@ -43,6 +44,8 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth), ("time_embed_dim", time_embed_dim)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer; got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be at least 1; got {value}")
         if out_dim is not None and out_dim < 1:
@@ -85,8 +88,10 @@ class MLP(nn.Module):
         Raises:
             ValueError: if ``x``, ``t`` or ``y`` has the wrong shape.
         """
+        check_state(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
+        check_input_dtype(x, self.input.weight)
         cond = self.time_embed(batch_times(t, x))
         labels = null_or_labels(y, self.num_classes, x.shape[0], x.device)
         if self.class_embed is not None and labels is not None:

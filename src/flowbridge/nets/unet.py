@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, null_or_labels
+from flowbridge._utils import check_state
+from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
 
 
 def _num_groups(channels: int) -> int:
@@ -184,9 +185,11 @@ class UNet(nn.Module):
         Raises:
             ValueError: if ``x``, ``t`` or ``y`` has the wrong shape.
         """
+        check_state(x)
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}); got shape {tuple(x.shape)}")
+        check_input_dtype(x, self.stem.weight)
         emb = self.time_embed(batch_times(t, x))
         labels = null_or_labels(y, self.num_classes, x.shape[0], x.device)
         if self.class_embed is not None and labels is not None:

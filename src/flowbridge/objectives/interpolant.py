@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_state
 from flowbridge.fields.base import Field
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.objectives.base import Objective, ObjectiveOutput, mean_over_features
@@ -37,6 +38,8 @@ class InterpolantObjective(Objective):
     ) -> ObjectiveOutput:
         if not isinstance(field, InterpolantField):
             raise TypeError(f"InterpolantObjective trains an InterpolantField; got {type(field).__name__}")
+        check_state(x0, "x0")
+        check_state(x1, "x1")  # before drawing noise like x1
         z = randn_like(x1, generator=generator)
         signs = (1.0, -1.0) if self.antithetic else (1.0,)
         drift_err = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, check_unit_interval, expand_like, registry_error
+from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like, registry_error
 from flowbridge.paths.schedules import Schedule, ScheduleValues, get_schedule
 
 Parametrisation = Literal["velocity", "data", "noise", "score"]
@@ -64,6 +64,8 @@ class GaussianPath:
     schedule: Schedule
 
     def __init__(self, schedule: Schedule | str) -> None:
+        if not isinstance(schedule, (Schedule, str)):
+            raise TypeError(f"schedule must be a Schedule or a registered schedule name; got {type(schedule).__name__}")
         object.__setattr__(self, "schedule", get_schedule(schedule) if isinstance(schedule, str) else schedule)
 
     @property
@@ -81,6 +83,8 @@ class GaussianPath:
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> PathSample:
         """Interpolates ``x_t`` and its conditional velocity for paired ``(x0, x1)`` at times ``t`` (B,)."""
+        check_state(x0, "x0")
+        check_state(x1, "x1")
         if x0.shape != x1.shape:
             raise ValueError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
         check_unit_interval(t)
@@ -133,6 +137,10 @@ class GaussianPath:
             >>> path = GaussianPath("linear")
             >>> v = path.convert(eps, "noise", "velocity", x, t)
         """
+        check_state(value, "value")
+        check_state(x, "x")
+        if value.shape != x.shape:
+            raise ValueError(f"value must have the shape of x {tuple(x.shape)}; got {tuple(value.shape)}")
         if source == target:
             check_parametrisation(source)
             return value

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, check_unit_interval, expand_like, registry_error
+from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like, registry_error
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ class StochasticInterpolant:
     def __post_init__(self) -> None:
         if self.gamma not in GAMMAS:
             raise registry_error("gamma", self.gamma, list(GAMMAS))
-        if not self.gamma_scale >= 0:
-            raise ValueError(f"gamma_scale must be >= 0; got {self.gamma_scale}")
+        if not 0 <= self.gamma_scale < math.inf:
+            raise ValueError(f"gamma_scale must be >= 0 and finite; got {self.gamma_scale}")
 
     def coefficients(self, t: Tensor | float, x: Tensor) -> InterpolantCoefficients:
         """Coefficients at ``t`` reshaped to broadcast against ``x``."""
@@ -109,6 +109,8 @@ class StochasticInterpolant:
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor, *, z: Tensor) -> InterpolantSample:
         """Interpolates at times ``t`` (B,) with latent noise ``z`` (pass ``-z`` for the antithetic draw)."""
+        for name, value in (("x0", x0), ("x1", x1), ("z", z)):
+            check_state(value, name)
         if x0.shape != x1.shape or z.shape != x1.shape:
             raise ValueError(
                 f"x0, x1 and z must have the same shape; got {tuple(x0.shape)}, {tuple(x1.shape)}, {tuple(z.shape)}"
@@ -131,6 +133,6 @@ class StochasticInterpolant:
 
 def BrownianBridge(sigma: float = 1.0, t_min: float = 0.0, t_max: float = 1.0) -> StochasticInterpolant:
     r"""The Brownian bridge :math:`x_t = (1-t)x_0 + t x_1 + \sigma\sqrt{t(1-t)}\,z` (SB-CFM, DSBM)."""
-    if not sigma > 0:
-        raise ValueError(f"BrownianBridge sigma must be > 0; got {sigma}")
+    if not 0 < sigma < math.inf:
+        raise ValueError(f"BrownianBridge sigma must be > 0 and finite; got {sigma}")
     return StochasticInterpolant(gamma="sqrt", gamma_scale=sigma, t_min=t_min, t_max=t_max)

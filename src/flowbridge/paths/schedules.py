@@ -47,6 +47,8 @@ def register_schedule(name: str) -> Callable[[type["Schedule"]], type["Schedule"
     """Class decorator adding a schedule to :data:`SCHEDULES` under ``name``."""
 
     def wrap(cls: type[Schedule]) -> type[Schedule]:
+        if name in SCHEDULES and SCHEDULES[name] is not cls:  # as register_solver: never replace silently
+            raise ValueError(f"schedule name {name!r} is already registered")
         SCHEDULES[name] = cls
         cls.name = name
         return cls
@@ -150,7 +152,7 @@ class VPSchedule(Schedule):
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "cosine"):
             raise ValueError(f"VPSchedule kind must be 'linear' or 'cosine'; got {self.kind!r}")
-        if self.t_min < 0:
+        if self.t_min == -1.0:  # the default: resolved from `kind`; other negative values are refused below
             object.__setattr__(self, "t_min", 0.0 if self.kind == "linear" else 1e-3)
         if self.kind == "linear" and not (0 < self.beta_min < self.beta_max):
             raise ValueError(f"need 0 < beta_min < beta_max; got {self.beta_min}, {self.beta_max}")

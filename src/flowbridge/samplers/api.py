@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,10 @@ def initial_state(
         return x0
     if shape is None:
         raise ValueError("give either shape=(batch, ...) or x0=tensor")
-    shape = tuple(int(s) for s in shape)
+    try:
+        shape = tuple(operator.index(s) for s in shape)  # integers only: 2.5 or "2" is a mistake, not a size
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of integers (batch, *dims); got {tuple(shape)!r}") from None
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"shape must be (batch, *dims) with positive sizes; got {shape}")
     if isinstance(field.path, StochasticInterpolant):
@@ -69,6 +73,13 @@ def _random_source(
     given = sum(v is not None for v in (generator, seeds, seed))
     if given > 1:
         raise ValueError("pass at most one of generator, seeds and seed")
+    if generator is not None:
+        from flowbridge.samplers.sde.common import BrownianPath  # lazy: the SDE package imports this module
+
+        if not isinstance(generator, (torch.Generator, StackedGenerators, BrownianPath)):
+            raise TypeError(
+                f"generator must be a torch.Generator, StackedGenerators or BrownianPath; got {type(generator).__name__}"
+            )
     if seed is not None:
         return index_seeds(int(seed), 0, batch)
     if seeds is not None:
@@ -121,8 +132,8 @@ def sample(
             results are gathered on ``out_device``.
         return_trajectory: also return the states at every grid time.
         progress: show a progress bar (over steps, or over chunks when chunking).
-        dtype, device: of the drawn noise when ``x0`` is not given; ``dtype`` is the precision of
-            the solver's arithmetic.
+        dtype: of the drawn noise when ``x0`` is not given; the precision of the solver's arithmetic.
+        device: of the drawn noise when ``x0`` is not given.
         out_device: where chunked results are gathered (default: ``device``).
         autocast: evaluate the field under ``torch.autocast`` in this dtype (bf16/fp16) while the
             solver works in ``dtype``.
@@ -143,10 +154,17 @@ def sample(
         raise ValueError("give either shape=(batch, ...) or x0=tensor")
     if x0 is not None and shape is not None and tuple(shape) != tuple(x0.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
+    if x0 is not None and (not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0):
+        what = f"shape {tuple(x0.shape)}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise (ValueError if isinstance(x0, Tensor) else TypeError)(
+            f"x0 must be a tensor of shape (batch, ...) with at least one sample; got {what}"
+        )
     total = x0.shape[0] if x0 is not None else int(shape[0])  # type: ignore[index]
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     source = _random_source(generator, seeds, seed, total)
+    if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
+        raise ValueError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
     t_start, t_end = t_span if t_span is not None else default_span(field)
     schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
     times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))

@@ -23,7 +23,11 @@ GRIDS: dict[str, GridFn] = {}
 
 
 def register_grid(name: str) -> Callable[[GridFn], GridFn]:
+    """Function decorator adding a grid to :data:`GRIDS` under ``name`` (a taken name is refused)."""
+
     def wrap(fn: GridFn) -> GridFn:
+        if name in GRIDS and GRIDS[name] is not fn:
+            raise ValueError(f"grid name {name!r} is already registered")
         GRIDS[name] = fn
         return fn
 
@@ -99,6 +103,8 @@ def make_grid(
     for label, value in (("t_start", t_start), ("t_end", t_end)):
         if not (0.0 <= value <= 1.0):
             raise ValueError(f"{label} must lie in [0, 1]; got {value}")
+    if t_start == t_end:
+        raise ValueError(f"t_start and t_end must differ (an empty time span); got t_start = t_end = {t_start}")
     grid = GRIDS[name](steps, t_start, t_end, schedule, **options)
     if not torch.isfinite(grid).all():
         raise ValueError(f"the {name!r} grid is not finite on [{t_start}, {t_end}] for {schedule!r}")

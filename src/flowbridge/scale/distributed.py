@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from flowbridge.fields.base import Field
 from flowbridge.samplers.api import sample
+from flowbridge.samplers.base import get_solver
 
 
 class ShardRange(NamedTuple):
@@ -42,6 +43,9 @@ class ShardDataset(Dataset[ShardRange]):
     """The shards of a run: item ``k`` is the index range of shard ``k``."""
 
     def __init__(self, num_samples: int, shard_size: int) -> None:
+        for name, value in (("num_samples", num_samples), ("shard_size", shard_size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer; got {value!r}")
         if num_samples < 1 or shard_size < 1:
             raise ValueError(f"num_samples and shard_size must be >= 1; got {num_samples}, {shard_size}")
         self.ranges = [ShardRange(lo, min(lo + shard_size, num_samples)) for lo in range(0, num_samples, shard_size)]
@@ -68,6 +72,12 @@ class SamplingJob:
     out_dir: Path
     batch_size: int | None = None
     options: dict[str, Any] = dataclass_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Fail when the job is described, not in every rank's first predict step.
+        get_solver(self.solver, **self.options)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
 
 
 class ShardSampler(LightningModule):
@@ -115,7 +125,17 @@ def merge_shards(out_dir: str | Path, num_samples: int, shard_size: int, *, outp
         path = out_dir / shard.name
         if not path.exists():
             raise FileNotFoundError(f"shard {path} is missing; rerun the job to complete it (finished shards are skipped)")
-        parts.append(torch.load(path, weights_only=True))
+        try:
+            part = torch.load(path, weights_only=True)
+        except Exception as exc:  # truncated, corrupt or not a torch file: one message naming it
+            raise ValueError(f"shard {path} could not be read ({type(exc).__name__}); delete it and rerun the job") from exc
+        expected = shard.stop - shard.start
+        if not isinstance(part, Tensor) or part.ndim < 1 or part.shape[0] != expected:
+            what = f"a tensor of shape {tuple(part.shape)}" if isinstance(part, Tensor) else type(part).__name__
+            raise ValueError(f"shard {path} holds {what}; expected a tensor of {expected} samples (delete it and rerun the job)")
+        if parts and part.shape[1:] != parts[0].shape[1:]:
+            raise ValueError(f"shard {path} has samples of shape {tuple(part.shape[1:])}, other shards {tuple(parts[0].shape[1:])}")
+        parts.append(part)
     merged = torch.cat(parts)
     if output is not None:
         output = Path(output)
@@ -152,8 +172,9 @@ def sample_to_disk(
         num_samples: total number of samples ``N``.
         sample_shape: the shape of one sample (e.g. ``(2,)`` or ``(1, 8, 8)``).
         out_dir: where shards are written; existing shards are kept and skipped (resume).
-        solver, steps: as in :func:`flowbridge.sample`; extra solver options are not taken here
-            (use a solver instance).
+        solver: as in :func:`flowbridge.sample`; extra solver options are not taken here (use a
+            solver instance).
+        steps: as in :func:`flowbridge.sample`.
         seed: the run's seed; sample ``i`` depends only on ``(seed, i)``.
         shard_size: indices per shard (the unit of work and of resumption).
         batch_size: chunk size inside a shard, to bound memory.
@@ -163,6 +184,8 @@ def sample_to_disk(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not isinstance(sample_shape, Sequence) or isinstance(sample_shape, str):
+        raise TypeError(f"sample_shape must be a sequence of integers, e.g. (2,); got {sample_shape!r}")
     job = SamplingJob(solver=solver, steps=steps, sample_shape=tuple(int(s) for s in sample_shape), seed=int(seed),
                       out_dir=out_dir, batch_size=batch_size)
     module = ShardSampler(field, job)

@@ -106,11 +106,16 @@ def step_coefficients(
 
     Raises:
         ValueError: if a coefficient is not finite on the grid (e.g. :math:`\\alpha = 0` at the
-            start of a linear path: start at ``t_span[0] > 0``), ``noise_scale`` is negative, or the
-            move is unknown.
+            start of a linear path: start at ``t_span[0] > 0``), ``noise_scale`` is negative, the
+            move is unknown, or ``grid`` is not a 1-D tensor of at least 2 times.
     """
     if move not in MOVES:
         raise ValueError(f"unknown SMC solver {move!r}; known: {', '.join(MOVES)}")
+    if not isinstance(grid, Tensor) or not grid.is_floating_point() or grid.ndim != 1 or grid.shape[0] < 2:
+        raise ValueError(
+            "grid must be a 1-D floating tensor of at least 2 times (at least one step); "
+            f"got {getattr(grid, 'shape', type(grid).__name__)}"
+        )
     if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale >= 0):
         raise ValueError(f"noise_scale must be a finite number >= 0; got {noise_scale!r}")
     if not (isinstance(extra_noise, (int, float)) and math.isfinite(extra_noise) and extra_noise >= 0):

@@ -19,19 +19,29 @@ All return the normalised :class:`~flowbridge.analytic.GaussianMixture` and the 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from flowbridge._utils import check_unit_interval
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, rand
 
 
 def noised_mixture(mixture: GaussianMixture, path: GaussianPath, t: float) -> GaussianMixture:
-    """The marginal at time ``t`` of ``x_t = alpha x1 + sigma x0`` for ``x1 ~ mixture``."""
+    """The marginal at time ``t`` of ``x_t = alpha x1 + sigma x0`` for ``x1 ~ mixture``.
+
+    Raises:
+        TypeError: if ``t`` is not a real number.
+        ValueError: if ``t`` lies outside [0, 1] (the schedule is only defined there).
+    """
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"t must be a real number in [0, 1]; got {type(t).__name__}")
+    check_unit_interval(float(t))
     v = path.schedule(torch.tensor(float(t), dtype=torch.float64))
     a, s = float(v.alpha), float(v.sigma)
     eye = torch.eye(mixture.dim, dtype=mixture.means.dtype, device=mixture.means.device)
@@ -102,19 +112,35 @@ def mixture_product(a: GaussianMixture, b: GaussianMixture) -> ExactTarget:
     )
 
 
+#: Fewest cells per dimension a :class:`GridDensity` accepts: its edge check looks at the two
+#: boundary cells of each axis, and its draws are only as exact as the cells are fine.
+MIN_GRID_POINTS = 16
+
+
 class GridDensity:
     r"""An unnormalised density on a box, tabulated at cell centres: normaliser and exact draws.
 
     Args:
         log_density: ``f(x) -> (M,)`` unnormalised log density at points (M, d).
-        low, high: the box corners (length d); the density must be negligible outside (checked on
-            the boundary cells: ValueError otherwise).
-        points: cells per dimension.
+        low: the box's lower corner (length d).
+        high: the box's upper corner (length d); the density must be negligible outside the box
+            (checked on the boundary cells: ValueError otherwise).
+        points: cells per dimension, an integer >= :data:`MIN_GRID_POINTS` (a coarser grid is
+            no ground truth: the piecewise-constant density's error is O(cell width^2)).
+
+    Raises:
+        TypeError: if ``points`` is not an integer.
+        ValueError: if ``points`` is too small or the box is empty or cuts off mass.
     """
 
     def __init__(
         self, log_density: Callable[[Tensor], Tensor], low: Sequence[float], high: Sequence[float], points: int = 400
     ) -> None:
+        if isinstance(points, bool) or not isinstance(points, numbers.Integral):
+            raise TypeError(f"points (cells per dimension) must be an integer; got {points!r}")
+        if points < MIN_GRID_POINTS:
+            raise ValueError(f"points (cells per dimension) must be an integer >= {MIN_GRID_POINTS}; got {points}")
+        points = int(points)
         if len(low) != len(high) or not all(h > lo for lo, h in zip(low, high)):
             raise ValueError(f"need low < high in every dimension; got {low}, {high}")
         if points ** len(low) > 4_000_000:

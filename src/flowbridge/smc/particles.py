@@ -37,6 +37,9 @@ class Particles:
                 f"Particles.log_weights must have shape ({self.x.shape[0]},) to match x; "
                 f"got {tuple(getattr(self.log_weights, 'shape', ()))}"
             )
+        # Metadata only (no host sync): softmax/logsumexp have no integer or complex kernels.
+        if not self.log_weights.is_floating_point():
+            raise TypeError(f"Particles.log_weights must be a real floating-point tensor; got dtype {self.log_weights.dtype}")
         if self.x.shape[0] < 2:
             raise ValueError(f"a particle system needs at least 2 particles; got {self.x.shape[0]}")
 

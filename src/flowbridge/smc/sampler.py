@@ -104,8 +104,9 @@ def sample(
             part of the drift, accurate only for small ``noise_scale``); see
             :mod:`flowbridge.smc.coefficients`.
         steps: number of moves.
-        resample: a :class:`ResamplePolicy` (``EveryStep(warmup, method)``, ``ESSBelow(threshold,
-            method)``, ``Never()``) or ``"every"``, ``"ess"``, ``"never"``/``None``.
+        resample: a :class:`ResamplePolicy` (``EveryStep(warmup=, method=)``,
+            ``ESSBelow(threshold=, method=)``: options by keyword, ``Never()``) or ``"every"``,
+            ``"ess"``, ``"never"``/``None``.
         generator: the only source of randomness (moves, resampling, initialisation).
         noise_scale: multiplier :math:`\nu` of the natural diffusion level :math:`\eta = \sigma^2\dot\lambda`.
         extra_noise: a constant :math:`\epsilon_+` added to the diffusion level,
@@ -120,7 +121,8 @@ def sample(
             heuristic (scaled score, summed scores, plain CFG, reward gradient guidance).
         grid: time grid name (``uniform``, ``quadratic``, ``logsnr``, ``karras``).
         t_span: (t0, t1), default the path's regular interval.
-        dtype, device: of the particles drawn when ``particles`` is a number.
+        dtype: of the particles drawn when ``particles`` is a number.
+        device: of the particles drawn when ``particles`` is a number.
 
     Returns:
         :class:`SMCResult`.

@@ -9,6 +9,7 @@ sample-quality callbacks; :class:`Mixture` also exposes the exact distribution (
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,19 @@ class GenerativeDataModule(pl.LightningDataModule):
         return PredictStream(self.predict_samples, self.batch_size * 4, rank, world)
 
 
+def _sample_count(value: object, name: str) -> int:
+    """``value`` as an int; ValueError/TypeError naming ``name`` unless it is an integer >= 2.
+
+    Every split must hold at least 2 samples (:func:`validate_samples`); checking the count here
+    names the argument instead of the split it produced.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 2 (a number of samples); got {value!r}")
+    if value < 2:
+        raise ValueError(f"{name} must be an integer >= 2 (a number of samples); got {value}")
+    return int(value)
+
+
 def _generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + stream)
 
@@ -217,7 +231,9 @@ class Toy2D(GenerativeDataModule):
         name: which set.
         n: number of training points (a fresh ``val_size`` points are held out).
         val_size: number of held-out points.
-        batch_size, seed, predict_samples: see :class:`GenerativeDataModule`.
+        batch_size: see :class:`GenerativeDataModule`.
+        seed: see :class:`GenerativeDataModule`.
+        predict_samples: see :class:`GenerativeDataModule`.
     """
 
     def __init__(
@@ -228,7 +244,7 @@ class Toy2D(GenerativeDataModule):
         self.save_hyperparameters()
         if name not in TOY2D:
             raise ValueError(f"unknown toy data set {name!r}; known toy data sets: {', '.join(sorted(TOY2D))}")
-        self.set_name, self.n, self.val_size = name, int(n), int(val_size)
+        self.set_name, self.n, self.val_size = name, _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
     @property
     def name(self) -> str:
@@ -253,8 +269,12 @@ class Mixture(GenerativeDataModule):
     their placement and ``weights`` their (normalised) weights.
 
     Args:
-        n: training samples; val_size: held-out samples.
-        dim, components, radius, std: the default ring.
+        n: training samples.
+        val_size: held-out samples.
+        dim: dimension of the samples.
+        components: number of components on the default ring.
+        radius: radius of the default ring.
+        std: standard deviation of each component.
         means: explicit (K, dim) means.
         weights: explicit (K,) positive weights.
     """
@@ -283,7 +303,7 @@ class Mixture(GenerativeDataModule):
         if not std > 0:
             raise ValueError(f"std must be > 0; got {std}")
         self.mixture = GaussianMixture(w / w.sum(), m, torch.full((k,), float(std) ** 2, dtype=torch.float64))
-        self.n, self.val_size = int(n), int(val_size)
+        self.n, self.val_size = _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
     def truth(self) -> GaussianMixture:
         return self.mixture
@@ -303,13 +323,15 @@ class Digits(GenerativeDataModule):
 
     Args:
         val_size: images held out (a seeded random subset).
-        batch_size, seed, predict_samples: see :class:`GenerativeDataModule`.
+        batch_size: see :class:`GenerativeDataModule`.
+        seed: see :class:`GenerativeDataModule`.
+        predict_samples: see :class:`GenerativeDataModule`.
     """
 
     def __init__(self, val_size: int = 197, batch_size: int = 128, seed: int = 0, predict_samples: int = 100) -> None:
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
-        self.val_size = int(val_size)
+        self.val_size = _sample_count(val_size, "val_size")
 
     @property
     def name(self) -> str:
@@ -321,6 +343,11 @@ class Digits(GenerativeDataModule):
         bunch = load_digits()
         x = torch.from_numpy(bunch.data.astype(np.float32)).reshape(-1, 1, 8, 8) / 8.0 - 1.0
         y = torch.from_numpy(bunch.target.astype(np.int64))
+        if self.val_size > x.shape[0] - 2:
+            raise ValueError(
+                f"val_size={self.val_size} leaves fewer than 2 of the {x.shape[0]} digits available for training; "
+                f"need 2 <= val_size <= {x.shape[0] - 2}"
+            )
         order = torch.randperm(x.shape[0], generator=_generator(self.seed, 0))
         held, kept = order[: self.val_size], order[self.val_size :]
         return DataSplits(train=x[kept], val=x[held], train_label=y[kept], val_label=y[held])
@@ -367,7 +394,9 @@ class TensorFile(GenerativeDataModule):
             (use :class:`~flowbridge.couplings.PairedCoupling`).
         event_shape: the expected shape of one sample; checked at setup.
         val_fraction: fraction of rows held out (a seeded random subset).
-        batch_size, seed, predict_samples: see :class:`GenerativeDataModule`.
+        batch_size: see :class:`GenerativeDataModule`.
+        seed: see :class:`GenerativeDataModule`.
+        predict_samples: see :class:`GenerativeDataModule`.
     """
 
     def __init__(
@@ -416,9 +445,13 @@ class PairedToy(GenerativeDataModule):
     """Data-to-data transport between two 2-D toy sets (e.g. 8gaussians -> moons), drawn independently.
 
     Args:
-        source: the toy set at t = 0; target: the toy set at t = 1.
-        n: training points of each; val_size: held-out points of each.
-        batch_size, seed, predict_samples: see :class:`GenerativeDataModule`.
+        source: the toy set at t = 0.
+        target: the toy set at t = 1.
+        n: training points of each.
+        val_size: held-out points of each.
+        batch_size: see :class:`GenerativeDataModule`.
+        seed: see :class:`GenerativeDataModule`.
+        predict_samples: see :class:`GenerativeDataModule`.
     """
 
     def __init__(
@@ -430,7 +463,8 @@ class PairedToy(GenerativeDataModule):
         for role, value in (("source", source), ("target", target)):
             if value not in TOY2D:
                 raise ValueError(f"unknown toy data set {value!r} for {role}; known toy data sets: {', '.join(sorted(TOY2D))}")
-        self.source_name, self.target_name, self.n, self.val_size = source, target, int(n), int(val_size)
+        self.source_name, self.target_name = source, target
+        self.n, self.val_size = _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
     @property
     def name(self) -> str:

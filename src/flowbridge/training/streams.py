@@ -9,6 +9,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,8 @@ class BatchStream:
         independent_source: shuffle ``source`` independently of ``target``.
         shuffle: permute each epoch (False for validation).
         drop_last: drop the last incomplete global batch.
-        rank, world_size: this process's shard.
+        rank: this process's rank (its shard).
+        world_size: number of processes (shards).
     """
 
     def __init__(
@@ -115,6 +117,8 @@ class BatchStream:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         if not 0 <= rank < world_size:

@@ -6,6 +6,8 @@ targets such as the interpolant's :math:`\dot\gamma z` stay finite.
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -18,12 +20,29 @@ from flowbridge.random import RandomSource, rand, randn
 Path = GaussianPath | StochasticInterpolant
 
 
+def _finite_number(value: object, name: str) -> float:
+    """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite real number; got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number; got {value}")
+    return float(value)
+
+
 def time_range(path: Path | None, margin: float) -> tuple[float, float]:
-    """The interval ``[t_min + margin, t_max - margin]`` of ``path`` (``[0, 1]`` without a path)."""
-    lo, hi = (path.t_min, path.t_max) if path is not None else (0.0, 1.0)
-    lo, hi = lo + margin, hi - margin
+    """The interval ``[t_min + margin, t_max - margin]`` of ``path`` (``[0, 1]`` without a path).
+
+    Raises:
+        ValueError: if ``margin`` is negative or not finite (the interval would leave the path's),
+            or leaves no room inside the interval.
+    """
+    margin = _finite_number(margin, "margin")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 (a negative margin leaves the path's time interval); got {margin}")
+    t_min, t_max = (path.t_min, path.t_max) if path is not None else (0.0, 1.0)
+    lo, hi = t_min + margin, t_max - margin
     if not lo < hi:
-        raise ValueError(f"margin={margin} leaves no room inside the path's time interval [{path.t_min}, {path.t_max}]")
+        raise ValueError(f"margin={margin} leaves no room inside the path's time interval [{t_min}, {t_max}]")
     return lo, hi
 
 
@@ -68,9 +87,10 @@ class LogitNormalTime(TimeSampler):
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, margin: float = 0.0) -> None:
         super().__init__(margin)
+        mean, std = _finite_number(mean, "mean"), _finite_number(std, "std")
         if not std > 0:
             raise ValueError(f"std must be > 0; got {std}")
-        self.mean, self.std = float(mean), float(std)
+        self.mean, self.std = mean, std
 
     def __call__(
         self, n: int, path: Path | None, *, generator: RandomSource, device: torch.device, dtype: torch.dtype
@@ -96,9 +116,10 @@ class LogNormalNoiseTime(TimeSampler):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, margin: float = 0.0) -> None:
         super().__init__(margin)
+        p_mean, p_std = _finite_number(p_mean, "p_mean"), _finite_number(p_std, "p_std")
         if not p_std > 0:
             raise ValueError(f"p_std must be > 0; got {p_std}")
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.p_mean, self.p_std = p_mean, p_std
 
     def __call__(
         self, n: int, path: Path | None, *, generator: RandomSource, device: torch.device, dtype: torch.dtype

@@ -41,9 +41,16 @@ POSTERIOR_SAMPLERS: dict[str, type["PosteriorSampler"]] = {}
 
 
 def register_posterior_sampler(name: str) -> Callable[[type["PosteriorSampler"]], type["PosteriorSampler"]]:
-    """Class decorator adding a posterior sampler to :data:`POSTERIOR_SAMPLERS`."""
+    """Class decorator adding a posterior sampler to :data:`POSTERIOR_SAMPLERS`.
+
+    Raises:
+        ValueError: if ``name`` is already registered to another class (as ``register_solver``,
+            ``register_grid`` and ``register_schedule``: a silent replacement would change every caller).
+    """
 
     def wrap(cls: type[PosteriorSampler]) -> type[PosteriorSampler]:
+        if name in POSTERIOR_SAMPLERS and POSTERIOR_SAMPLERS[name] is not cls:
+            raise ValueError(f"posterior sampler name {name!r} is already registered")
         POSTERIOR_SAMPLERS[name] = cls
         cls.name = name
         return cls

@@ -48,7 +48,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from flowbridge.fields.base import Field
+from flowbridge._utils import check_unit_interval
+from flowbridge.fields.base import Field, check_field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
 from flowbridge.samplers.base import Solver
@@ -105,16 +106,20 @@ def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> G
         ValueError: if the grid is not increasing, if :math:`\\alpha = 0` at a grid time (infinite
             :math:`\\bar\\sigma` and :math:`\\lambda`), or if :math:`\\sigma = 0` before the last time.
     """
+    check_field(field)
     path = field.path
     if not isinstance(path, GaussianPath):  # check() already refuses; keep init self-contained
         raise ValueError(f"solver {solver!r} needs a field on a GaussianPath; got path {path!r}")
     t = grid.detach().to(device="cpu", dtype=torch.float64)
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D tensor with at least 2 times; got shape {tuple(t.shape)}")
+    check_unit_interval(t, "grid")
     if not bool((t[1:] > t[:-1]).all()):
         raise ValueError(f"solver {solver!r} needs an increasing grid (t=0 source to t=1 target); got {t.tolist()}")  # sync-ok: CPU grid in init, error path
     v = path.schedule(t)
     alpha, sigma = v.alpha.clone(), v.sigma.clone()
+    if not bool(torch.isfinite(alpha).all() and torch.isfinite(sigma).all()):  # sync-ok: CPU grid in init
+        raise ValueError(f"solver {solver!r}: the schedule is not finite on the grid {t.tolist()} (times outside [0, 1]?)")
     if not bool((alpha > 0).all()):
         first = float(t[int(torch.nonzero(alpha <= 0)[0])])
         raise ValueError(

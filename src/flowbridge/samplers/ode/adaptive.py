@@ -9,7 +9,11 @@ from torch import Tensor
 
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SolveResult, Solver, register_solver
+from flowbridge.samplers.base import SamplingError, SolveResult, Solver, register_solver
+
+
+#: torchdiffeq's adaptive Runge–Kutta methods (the ones that accept the ``step_t`` option).
+_ADAPTIVE_RK = frozenset({"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"})
 
 
 class TorchdiffeqSolver(Solver[None]):
@@ -60,10 +64,22 @@ class TorchdiffeqSolver(Solver[None]):
             return field.velocity(y, t)
 
         times = grid if return_trajectory else grid[[0, -1]]
-        ys = torchdiffeq.odeint(
-            rhs, x, times.to(device=x.device, dtype=x.dtype), rtol=self.rtol, atol=self.atol,
-            method=self.method, options=self.options or None,
-        )
+        options = dict(self.options)
+        if self.method in _ADAPTIVE_RK:
+            # Without a step boundary at the end, the last step overshoots t_end and evaluates the
+            # field beyond it (outside [0, 1] on most paths, where schedules are NaN), and the
+            # controller then shrinks dt to zero ("underflow in dt").
+            options.setdefault("step_t", grid[-1:].to(dtype=x.dtype))
+        try:
+            ys = torchdiffeq.odeint(
+                rhs, x, times.to(device=x.device, dtype=x.dtype), rtol=self.rtol, atol=self.atol,
+                method=self.method, options=options or None,
+            )
+        except AssertionError as exc:  # torchdiffeq asserts when the step size underflows
+            raise SamplingError(
+                f"solver {self.name!r}: the adaptive step size underflowed ({exc}); the state or the field is "
+                "non-finite, or the problem is too stiff for rtol/atol"
+            ) from exc
         return SolveResult(x=ys[-1], nfe=nfe, trajectory=ys if return_trajectory else None)
 
 

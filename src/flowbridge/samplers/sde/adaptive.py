@@ -31,6 +31,8 @@ attempts, so its result does not depend on its batch.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -211,6 +213,7 @@ class AdaptiveSDE(Solver[None]):
         end = torch.full((batch,), t_end, **like)
         previous = x
         done = torch.zeros(batch, dtype=torch.bool, device=x.device)
+        failed = torch.zeros_like(done)
         accepted = torch.zeros(batch, dtype=torch.long, device=x.device)
         rejected = torch.zeros_like(accepted)
         nfe_per_sample = torch.zeros_like(accepted)
@@ -227,6 +230,10 @@ class AdaptiveSDE(Solver[None]):
             delta = torch.maximum(torch.abs(x_em), torch.abs(previous)).mul(self.rtol).clamp_min(self.atol)
             error = torch.sqrt(torch.mean((0.5 * (k2 - k1) / delta) ** 2, dim=dims))
             active = ~done
+            # A non-finite error estimate can never fall below 1: such a sample would be rejected
+            # until max_attempts (a hang). It stops here as NaN, and sample() reports it.
+            failed |= active & ~torch.isfinite(error)
+            active = active & ~failed
             accept = (error <= 1) & active
             keep = expand_like(accept, x)
             x = torch.where(keep, x_ie, x)
@@ -237,7 +244,8 @@ class AdaptiveSDE(Solver[None]):
             accepted += accept.long()
             rejected += (active & ~accept).long()
             nfe_per_sample += 2 * active.long()
-            done = t >= end
+            x = torch.where(expand_like(failed, x), torch.full_like(x, math.nan), x)
+            done = (t >= end) | failed
             attempts += 1
             if bool(done.all()):  # sync-ok: the loop's one exit test, once per batched attempt
                 break

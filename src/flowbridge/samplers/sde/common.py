@@ -24,13 +24,15 @@ solvers (checked once, before the loop) and per-sample times on the state's devi
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from flowbridge.fields.base import Field
+from flowbridge.fields.base import Field, check_field
 from flowbridge.fields.guidance import GuidedField
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.paths.gaussian import GaussianPath
@@ -46,6 +48,7 @@ _EPS_CHECK_POINTS = 1025
 def field_gives_score(field: Field) -> bool:
     """Whether ``field`` can give :math:`\\nabla\\log p_t` (a Gaussian path, or an interpolant field
     with a denoiser; combinators need every member to)."""
+    check_field(field)
     if isinstance(field, GuidedField):
         return field_gives_score(field.toward) and field_gives_score(field.base)
     if isinstance(field.path, GaussianPath):
@@ -77,6 +80,7 @@ def check_score_field(field: Field, solver: str) -> None:
 
 def natural_eps(field: Field, t: Tensor) -> Tensor:
     r""":math:`\epsilon(t) = \sigma(t)^2\,\dot\lambda(t)`, the diffusion level of the forward noising."""
+    check_field(field)
     sched = field.gaussian_path.schedule
     return sched(t).sigma ** 2 * sched.d_log_snr(t)
 
@@ -119,6 +123,7 @@ def diffusion_levels(
     field: Field, grid: Tensor, noise_scale: float, eps: EpsFn | None, solver: str
 ) -> Tensor:
     """``eps`` on the grid's left points (float64 CPU), validated: finite and non-negative."""
+    check_field(field)
     left = grid[:-1].to(torch.float64)
     levels = eps_at(field, left, noise_scale, eps).to(torch.float64)
     check_levels(levels, left, solver)
@@ -133,8 +138,8 @@ def check_eps_on_span(field: Field, t_start: float, t_end: float, noise_scale: f
 
 def check_noise_scale(noise_scale: float) -> float:
     """Validates ``noise_scale >= 0`` and returns it as a float."""
-    if not isinstance(noise_scale, (int, float)) or not noise_scale >= 0:
-        raise ValueError(f"noise_scale must be >= 0; got {noise_scale}")
+    if not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale < math.inf:
+        raise ValueError(f"noise_scale must be >= 0 and finite; got {noise_scale}")
     return float(noise_scale)
 
 
@@ -156,10 +161,12 @@ class BrownianPath:
 
     Args:
         shape: (batch, *dims) of the state.
-        t0, t1: the time span.
+        t0: start of the time span.
+        t1: end of the time span.
         generator: a torch generator to draw the entropy from (or pass ``seed``).
         seed: the entropy directly.
-        dtype, device: of the increments.
+        dtype: of the increments.
+        device: of the increments.
         levy_area: ``"none"`` or ``"space-time"`` (needed by ``torchsde:srk``).
         halfway_tree: make the path a function of the seed alone, independent of the queries'
             order and locations (slower; needs ``tol > 0``).
@@ -184,6 +191,8 @@ class BrownianPath:
 
         if not (isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t0 < t1):
             raise ValueError(f"BrownianPath needs floats t0 < t1; got t0={t0!r}, t1={t1!r}")
+        if not isinstance(shape, (tuple, list, torch.Size)):
+            raise TypeError(f"shape must be a tuple (batch, *dims); got {type(shape).__name__}")
         if len(shape) < 1 or min(shape) < 1:
             raise ValueError(f"shape must be (batch, *dims) with positive sizes; got {tuple(shape)}")
         if seed is None:

@@ -63,8 +63,9 @@ class EDMStochastic(Solver[EDMState]):
 
     Args:
         S_churn: total churn; each eligible step uses :math:`\\gamma_i = \\min(S_{churn}/N, \\sqrt2-1)`.
-        S_tmin, S_tmax: churn only where :math:`S_{tmin} \\le \\bar\\sigma_i \\le S_{tmax}`
+        S_tmin: churn only where :math:`S_{tmin} \\le \\bar\\sigma_i`
             (:math:`\\bar\\sigma = \\sigma/\\alpha`).
+        S_tmax: churn only where :math:`\\bar\\sigma_i \\le S_{tmax}`.
         S_noise: scale of the churn noise.
     """
 
