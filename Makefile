@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install -c constraints.txt
 
-.PHONY: venv demo test test-slow bench bench-all clean
+.PHONY: venv demo test test-slow bench bench-all docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,5 +40,13 @@ bench: $(VENV)/.bench
 bench-all: $(VENV)/.bench
 	for script in experiments/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
+$(VENV)/.docs: $(STAMP)
+	$(PIP) -q -e ".[docs]"
+	touch $(VENV)/.docs
+
+# The documentation site (mkdocs-material + mkdocstrings) into site/; any warning fails the build.
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs site
