@@ -119,7 +119,7 @@ def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> G
     v = path.schedule(t)
     alpha, sigma = v.alpha.clone(), v.sigma.clone()
     if not bool(torch.isfinite(alpha).all() and torch.isfinite(sigma).all()):  # sync-ok: CPU grid in init
-        raise ValueError(f"solver {solver!r}: the schedule is not finite on the grid {t.tolist()} (times outside [0, 1]?)")
+        raise ValueError(f"solver {solver!r}: the schedule is not finite on the grid {t.tolist()} (times outside [0, 1]?)")  # sync-ok: CPU grid, error path
     if not bool((alpha > 0).all()):
         first = float(t[int(torch.nonzero(alpha <= 0)[0])])
         raise ValueError(
