@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import strategies as st
 
@@ -322,6 +323,7 @@ def _velocity_defaults() -> dict:
 
 
 def _from_diffusers(**kw):
+    pytest.importorskip("diffusers")  # the optional extra (bench/diffusers); CI installs only the test extra
     from flowbridge.interop import from_diffusers
 
     class Unet(torch.nn.Module):

@@ -43,7 +43,12 @@ SUPPORTED_SCHEDULERS = VP_SCHEDULERS + FLOW_SCHEDULERS
 
 
 def _load_scheduler(scheduler_or_config: Any) -> Any:
-    import diffusers
+    try:
+        import diffusers
+    except ImportError:
+        raise ImportError(
+            "flowbridge.interop.from_diffusers needs the optional 'diffusers' package: pip install 'flowbridge[diffusers]'"
+        ) from None
 
     if isinstance(scheduler_or_config, (str, Path)):
         path = Path(scheduler_or_config)
