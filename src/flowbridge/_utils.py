@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,6 +68,17 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
         return
     if bad:
         raise ValueError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
+
+
+def register_in(registry: dict[str, Any], kind: str, name: str, obj: Any) -> None:
+    """Adds ``obj`` to ``registry`` under ``name``; a name taken by another object is refused.
+
+    Re-registering the same object (a module imported twice) is harmless; replacing it silently
+    would change what every caller of that name gets.
+    """
+    if name in registry and registry[name] is not obj:
+        raise ValueError(f"{kind} name {name!r} is already registered")
+    registry[name] = obj
 
 
 def registry_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ValueError:

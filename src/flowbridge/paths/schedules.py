@@ -20,7 +20,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from flowbridge._utils import registry_error
+from flowbridge._utils import register_in, registry_error
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,7 @@ def register_schedule(name: str) -> Callable[[type["Schedule"]], type["Schedule"
     """Class decorator adding a schedule to :data:`SCHEDULES` under ``name``."""
 
     def wrap(cls: type[Schedule]) -> type[Schedule]:
-        if name in SCHEDULES and SCHEDULES[name] is not cls:  # as register_solver: never replace silently
-            raise ValueError(f"schedule name {name!r} is already registered")
-        SCHEDULES[name] = cls
+        register_in(SCHEDULES, "schedule", name, cls)
         cls.name = name
         return cls
 

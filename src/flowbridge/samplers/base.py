@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor
 
-from flowbridge._utils import registry_error
+from flowbridge._utils import register_in, registry_error
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
@@ -131,10 +131,8 @@ def register_solver(name: str) -> Callable[[type[Solver[Any]]], type[Solver[Any]
     """Class decorator adding a solver to :data:`SOLVERS` under ``name``."""
 
     def wrap(cls: type[Solver[Any]]) -> type[Solver[Any]]:
-        if name in SOLVERS:
-            raise ValueError(f"solver name {name!r} is already registered")
+        register_in(SOLVERS, "solver", name, cls)
         cls.name = name
-        SOLVERS[name] = cls
         return cls
 
     return wrap

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowbridge._utils import registry_error
+from flowbridge._utils import register_in, registry_error
 from flowbridge.paths.schedules import Schedule
 
 GridFn = Callable[..., Tensor]
@@ -26,9 +26,7 @@ def register_grid(name: str) -> Callable[[GridFn], GridFn]:
     """Function decorator adding a grid to :data:`GRIDS` under ``name`` (a taken name is refused)."""
 
     def wrap(fn: GridFn) -> GridFn:
-        if name in GRIDS and GRIDS[name] is not fn:
-            raise ValueError(f"grid name {name!r} is already registered")
-        GRIDS[name] = fn
+        register_in(GRIDS, "grid", name, fn)
         return fn
 
     return wrap

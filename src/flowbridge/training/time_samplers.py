@@ -20,12 +20,15 @@ from flowbridge.random import RandomSource, rand, randn
 Path = GaussianPath | StochasticInterpolant
 
 
-def _finite_number(value: object, name: str) -> float:
-    """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number."""
+def _finite_number(value: object, name: str, *, positive: bool = False) -> float:
+    """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number
+    (and, with ``positive``, > 0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite real number; got {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite real number; got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
     return float(value)
 
 
@@ -87,10 +90,7 @@ class LogitNormalTime(TimeSampler):
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, margin: float = 0.0) -> None:
         super().__init__(margin)
-        mean, std = _finite_number(mean, "mean"), _finite_number(std, "std")
-        if not std > 0:
-            raise ValueError(f"std must be > 0; got {std}")
-        self.mean, self.std = mean, std
+        self.mean, self.std = _finite_number(mean, "mean"), _finite_number(std, "std", positive=True)
 
     def __call__(
         self, n: int, path: Path | None, *, generator: RandomSource, device: torch.device, dtype: torch.dtype
@@ -116,10 +116,7 @@ class LogNormalNoiseTime(TimeSampler):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, margin: float = 0.0) -> None:
         super().__init__(margin)
-        p_mean, p_std = _finite_number(p_mean, "p_mean"), _finite_number(p_std, "p_std")
-        if not p_std > 0:
-            raise ValueError(f"p_std must be > 0; got {p_std}")
-        self.p_mean, self.p_std = p_mean, p_std
+        self.p_mean, self.p_std = _finite_number(p_mean, "p_mean"), _finite_number(p_std, "p_std", positive=True)
 
     def __call__(
         self, n: int, path: Path | None, *, generator: RandomSource, device: torch.device, dtype: torch.dtype

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
-from flowbridge._utils import registry_error
+from flowbridge._utils import register_in, registry_error
 from flowbridge.fields.base import Field
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.paths.gaussian import GaussianPath
@@ -49,9 +49,7 @@ def register_posterior_sampler(name: str) -> Callable[[type["PosteriorSampler"]]
     """
 
     def wrap(cls: type[PosteriorSampler]) -> type[PosteriorSampler]:
-        if name in POSTERIOR_SAMPLERS and POSTERIOR_SAMPLERS[name] is not cls:
-            raise ValueError(f"posterior sampler name {name!r} is already registered")
-        POSTERIOR_SAMPLERS[name] = cls
+        register_in(POSTERIOR_SAMPLERS, "posterior sampler", name, cls)
         cls.name = name
         return cls
 
