@@ -15,8 +15,9 @@ What is measured (one process, ``OMP_NUM_THREADS`` as set by the caller, timings
   - torchcfm: the same loop with the target drawn by torchcfm's ``ConditionalFlowMatcher(sigma=0)``
     (skipped with a note where torchcfm does not import);
 * steps per second after a warm-up, each configuration run ``--repeats`` times in interleaved
-  order (A B C A B C ...) so that background load hits all columns alike; the median is reported
-  and the ratios are computed from the medians;
+  order (A B C, B C A, C A B, ...) so that background load hits all columns alike; the median is reported
+  and the ratios are computed from the medians, and as the median of the ratios within a repeat
+  (the columns take turns at running first);
 * the ``ddpm_digits`` recipe (UNet on 8x8 digits, batch 128): steps/s and CPU seconds per step of a
   short run under the Trainer, extrapolated to the recipe's step count (CPU time per step is what an
   idle machine turns into wall time with one thread, so it is robust to other processes' load).
@@ -139,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "training.md"))
     args = parser.parse_args(argv)
-    steps = args.steps or (300 if args.quick else 1500)
-    repeats = args.repeats or (3 if args.quick else 5)
+    steps = args.steps or (300 if args.quick else 1000)
+    repeats = args.repeats or (3 if args.quick else 9)
     warmup = 50
     import logging
     import tempfile
@@ -168,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs = {"flowbridge": lambda: run_flowbridge(steps, warmup, ema, tmp), "plain": lambda: run_plain(steps, warmup, ema)}
                 if not cfm_note:
                     runs["torchcfm"] = lambda: run_plain(steps, warmup, ema, use_torchcfm=True)
-                for col, fn in runs.items():
+                # The column that runs first in a repeat is not always the same one (the machine's
+                # speed drifts within a repeat as well as between repeats).
+                order = list(runs)[r % len(runs):] + list(runs)[: r % len(runs)]
+                for col in order:
+                    fn = runs[col]
                     rate, cpu_per_step = fn()
                     cols[col].append(rate)
                     cpu[col].append(1.0 / cpu_per_step)
@@ -194,16 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     header = "| EMA | flowbridge (Trainer) | plain loop | torchcfm loop | flowbridge / plain | flowbridge / torchcfm |"
 
+    def paired(cols: dict[str, list[float]], other: str) -> float:
+        """Median over repeats of the ratio within a repeat (robust to drift between repeats)."""
+        return statistics.median(a / b for a, b in zip(cols["flowbridge"], cols[other]))
+
     def table_rows(data: dict[str, dict[str, list[float]]]) -> list[str]:
         out = [header, "|---|---|---|---|---|---|"]
         for name, cols in data.items():
             fb, plain = statistics.median(cols["flowbridge"]), statistics.median(cols["plain"])
             cfm = statistics.median(cols["torchcfm"]) if cols["torchcfm"] else float("nan")
             cfm_cell = f"{cfm:.1f}" if cols["torchcfm"] else "skipped"
-            cfm_ratio = f"{fb / cfm:.2f}x" if cols["torchcfm"] else "n/a"
-            out.append(f"| {name} | {fb:.1f} | {plain:.1f} | {cfm_cell} | **{fb / plain:.2f}x** | {cfm_ratio} |")
+            cfm_ratio = f"{fb / cfm:.2f}x (paired {paired(cols, 'torchcfm'):.2f}x)" if cols["torchcfm"] else "n/a"
+            out.append(f"| {name} | {fb:.1f} | {plain:.1f} | {cfm_cell} | **{fb / plain:.2f}x** (paired {paired(cols, 'plain'):.2f}x) "
+                       f"| {cfm_ratio} |")
         return out
 
+    lines += ["Ratios: of the medians, and (paired) the median over repeats of the ratio of the runs made within one "
+              "repeat, one after the other; the columns take turns at running first.", ""]
     lines += ["Steps per CPU-second of this process (with one thread, the wall rate on an idle core; not inflated "
               "by other processes' load):", ""] + table_rows(cpu_rows)
     lines += ["", "Steps per second of wall-clock time (under the load above):", ""] + table_rows(rows)

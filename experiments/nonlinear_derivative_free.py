@@ -90,6 +90,7 @@ def main() -> None:
         "ensemble": dict(steps=args.steps, particles=args.particles),
         "ensemble (no guidance)": dict(steps=args.steps, particles=args.particles, guidance_scale=0.0),
         "enkg": dict(steps=args.steps, particles=args.particles),
+        "enkg (global linearisation)": dict(steps=args.steps, particles=args.particles, localization=None),
         "daps (metropolis)": dict(steps=args.steps // 5, ode_steps=5, mcmc="metropolis"),
     }
     rows, refusal, ys = [], "", []

@@ -63,7 +63,7 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
         if t.numel() == 0:
             return
         lo, hi = torch.aminmax(t)
-        bad = not (bool(lo >= 0) and bool(hi <= 1))  # written so that NaN is bad too
+        bad = not (0.0 <= float(lo) and float(hi) <= 1.0)  # written so that NaN is bad too
     else:
         return
     if bad:

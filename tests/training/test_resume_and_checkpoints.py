@@ -90,3 +90,28 @@ def test_manual_fast_path_steps_exactly_like_automatic_optimisation(tmp_path: Pa
         torch.testing.assert_close(_weights(fast.model)[key], value, rtol=0, atol=0, msg=key)
     lr = [t.optimizers[0].param_groups[0]["lr"] for t in (fast.trainer, auto.trainer)]
     assert lr[0] == lr[1] == 0.01 * 0.5 ** (14 // 3)
+
+
+class CountBackward(pl.Callback):
+    """Listens to the backward hook, which turns the dispatch-free manual step off."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.calls += 1
+
+
+def test_dispatch_free_step_matches_the_dispatched_step_and_yields_to_listeners(tmp_path: Path) -> None:
+    """Skipping Lightning's backward/step dispatch changes no weight, and a callback on those hooks
+    still gets every call (the module falls back to the dispatched step for it)."""
+    direct = build_cli(["fit", "--config", str(tiny_recipe(tmp_path / "direct", max_steps=14))])
+    dispatched = build_cli(["--config", str(tiny_recipe(tmp_path / "dispatched", max_steps=14))], run=False)
+    counter = CountBackward()
+    dispatched.trainer.callbacks.append(counter)
+    dispatched.trainer.fit(dispatched.model, datamodule=dispatched.datamodule)
+    assert direct.model.__dict__["_direct_step"] and not dispatched.model.__dict__["_direct_step"]
+    assert counter.calls == 14
+    assert direct.trainer.global_step == dispatched.trainer.global_step == 14
+    for key, value in _weights(dispatched.model).items():
+        torch.testing.assert_close(_weights(direct.model)[key], value, rtol=0, atol=0, msg=key)

@@ -31,6 +31,9 @@ class FlowMatching(Objective):
         self, field: Field, x0: Tensor, x1: Tensor, t: Tensor, *, generator: RandomSource = None
     ) -> ObjectiveOutput:
         s = self.path.sample(x0, x1, t)
-        per_sample = mean_over_features((field.velocity(s.x_t, t) - s.dx_t) ** 2)
-        loss = per_sample.mean()
+        sq = (field.velocity(s.x_t, t) - s.dx_t) ** 2
+        # Every sample has the same number of features, so the mean of all entries is the mean of
+        # per_sample; taking it directly keeps two nodes off the backward pass of every step.
+        loss = sq.mean()
+        per_sample = mean_over_features(sq)
         return ObjectiveOutput(loss=loss, per_sample=per_sample, terms={"fm": loss.detach()})

@@ -88,10 +88,8 @@ class GaussianPath:
         if x0.shape != x1.shape:
             raise ValueError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
         check_unit_interval(t)
-        c = self.coefficients(t, x1)
-        return PathSample(
-            x_t=c.alpha * x1 + c.sigma * x0, dx_t=c.d_alpha * x1 + c.d_sigma * x0, t=t, x0=x0, x1=x1
-        )
+        x_t, dx_t = self.schedule.interpolate(x0, x1, expand_like(as_time(t, x1), x1))
+        return PathSample(x_t=x_t, dx_t=dx_t, t=t, x0=x0, x1=x1)
 
     def target(self, sample: PathSample, parametrisation: str) -> Tensor:
         """The regression target of a parametrisation for a conditional sample."""

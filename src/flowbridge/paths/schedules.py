@@ -91,6 +91,11 @@ class Schedule(ABC):
     def inverse_log_snr(self, lam: Tensor) -> Tensor:
         r"""The time ``t`` with :math:`\lambda(t) = ` ``lam``."""
 
+    def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(x_t, \dot x_t) = (\alpha x_1 + \sigma x_0,\ \dot\alpha x_1 + \dot\sigma x_0)`, ``t`` broadcast against ``x0``."""
+        v = self(t)
+        return v.alpha * x1 + v.sigma * x0, v.d_alpha * x1 + v.d_sigma * x0
+
 
 @register_schedule("linear")
 @dataclass(frozen=True)
@@ -106,6 +111,11 @@ class LinearSchedule(Schedule):
 
     def inverse_log_snr(self, lam: Tensor) -> Tensor:
         return torch.sigmoid(lam)
+
+    def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # Two kernels instead of nine: this runs once per training step of every flow-matching model.
+        velocity = x1 - x0
+        return torch.addcmul(x0, t, velocity), velocity
 
 
 @register_schedule("trig")

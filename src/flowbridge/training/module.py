@@ -292,6 +292,14 @@ class GenerativeModule(pl.LightningModule):
     #   Parameter/Module/Tensor types;
     # * the signature of ``training_step`` cached (Lightning inspects it every step).
 
+    # * under single-device full precision, when no callback and no override of this module listens
+    #   to the backward and optimizer-step hooks, the step calls ``backward`` and the optimizer
+    #   directly: Lightning's strategy, precision plugin and the three hook dispatches around them
+    #   would only forward the calls (tested to give bit-identical weights to the dispatched step).
+
+    def on_train_start(self) -> None:
+        self.__dict__["_direct_step"] = _dispatch_free_step(self)
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
@@ -322,9 +330,18 @@ class GenerativeModule(pl.LightningModule):
         if self.automatic_optimization:
             return out.loss
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(out.loss)
-        optimizer.step()
+        if self.__dict__.get("_direct_step", False):
+            # What manual_backward and LightningOptimizer.step reduce to here (see on_train_start),
+            # bracketed by the callbacks through which the loop counts optimizer steps.
+            optimizer._on_before_step()
+            optimizer.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.optimizer.step()
+            optimizer._on_after_step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(out.loss)
+            optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
@@ -412,3 +429,27 @@ class GenerativeModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         shape = checkpoint.get("flowbridge", {}).get("event_shape")
         self.event_shape = tuple(shape) if shape else None
+
+
+_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def _dispatch_free_step(module: GenerativeModule) -> bool:
+    """Whether a manual step may skip Lightning's dispatch: nothing would run in it but the step.
+
+    True under a single-device strategy with the plain full-precision plugin (mixed precision scales
+    the loss; DDP, FSDP and DeepSpeed act around backward), with one optimizer, and when neither
+    this module nor a callback overrides a hook that the dispatch would call.
+    """
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    trainer = module.trainer
+    if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+        return False
+    if len(trainer.optimizers) != 1:
+        return False
+    if any(is_overridden(hook, module, pl.LightningModule) for hook in (*_STEP_HOOKS, "backward")):
+        return False
+    return not any(is_overridden(hook, cb, pl.Callback) for cb in trainer.callbacks for hook in _STEP_HOOKS)

@@ -8,6 +8,17 @@ DDIM(:math:`\eta`) step follows. No weights: approximate, like DPS, but with no 
 network or of the forward model. (The paper updates :math:`x_t` with the ensemble covariance and a
 tuned step size inside a probability-flow ODE; this variant applies the Kalman analysis to the data
 estimate so that no step size needs tuning.) Every member is returned as a sample.
+
+The linearisation is localised by default (:func:`~flowbridge.inverse.samplers.kalman.localized_kalman_shift`):
+each member fits the forward map on its neighbours in :math:`\hat x`, weighted by a Gaussian kernel of
+``localization`` times the group's median member distance. The paper's global fit
+(``localization=None``) suits the unimodal priors it was designed for; on a multimodal prior it
+averages the slopes of members in different modes, which for an even map such as :math:`|Ax|^2`
+cancel (``experiments/nonlinear_derivative_free.py``: 1.97x the noise floor globally, 1.74x localised).
+Localisation fixes where a member lands on the constraint, not how much mass each mode receives:
+without weights, members that start in a mode the observation rules out are moved onto the
+constraint near that mode rather than into another, a bias that the weighted ``ensemble`` sampler
+does not have.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from torch import Tensor
 from flowbridge.inverse.samplers.base import (
     Context, PosteriorSampler, PosteriorSamples, ddim_step, register_posterior_sampler,
 )
-from flowbridge.inverse.samplers.kalman import ensemble_kalman_shift
+from flowbridge.inverse.samplers.kalman import ensemble_kalman_shift, localized_kalman_shift
 from flowbridge.random import RandomSource
 
 
@@ -35,6 +46,8 @@ class EnKG(PosteriorSampler):
     Args:
         eta: DDIM stochasticity.
         inflation: weight of :math:`r_k^2` in the observation variance of the gain.
+        localization: kernel width of the local linearisation relative to the median distance
+            between members (> 0); None for the global ensemble linearisation of the paper.
     """
 
     needs_gaussian_noise = True
@@ -42,10 +55,13 @@ class EnKG(PosteriorSampler):
     returns_all_particles = True
     default_particles = 64
 
-    def __init__(self, eta: float = 1.0, inflation: float = 1.0) -> None:
+    def __init__(self, eta: float = 1.0, inflation: float = 1.0, localization: float | None = 0.5) -> None:
         if not 0 <= eta <= 1 or inflation < 0:
             raise ValueError(f"need 0 <= eta <= 1 and inflation >= 0; got {eta}, {inflation}")
+        if localization is not None and not (isinstance(localization, (int, float)) and 0 < localization < float("inf")):
+            raise ValueError(f"localization must be a positive finite number or None; got {localization!r}")
         self.eta, self.inflation = float(eta), float(inflation)
+        self.localization = None if localization is None else float(localization)
 
     def init(self, ctx: Context, x: Tensor, *, generator: RandomSource) -> EnKGState:
         return EnKGState(x=x)
@@ -59,10 +75,12 @@ class EnKG(PosteriorSampler):
         sb2 = ctx.grid.sigma_bar(i) ** 2
         gamma = ctx.measurement.noise.sigma**2 + self.inflation * sb2 / (1 + sb2)
         p = x1_hat.shape[0] // groups
-        shift = ensemble_kalman_shift(
-            x1_hat.reshape(groups, p, *x1_hat.shape[1:]), values.reshape(groups, p, *values.shape[1:]),
-            ctx.measurement.y.to(x1_hat), gamma,
-        )
+        members = x1_hat.reshape(groups, p, *x1_hat.shape[1:]), values.reshape(groups, p, *values.shape[1:])
+        y = ctx.measurement.y.to(x1_hat)
+        if self.localization is None:
+            shift = ensemble_kalman_shift(*members, y, gamma)
+        else:
+            shift = localized_kalman_shift(*members, y, gamma, self.localization)
         guided = x1_hat + shift.reshape(x1_hat.shape)
         return EnKGState(x=ddim_step(ctx.grid, i, state.x, guided, self.eta, generator=generator))
 
