@@ -283,15 +283,14 @@ class GenerativeModule(pl.LightningModule):
     # Lightning's fixed cost per step
     # ------------------------------------------------------------------------------------------
     # A small model's step takes a few ms on a CPU core, of which Lightning's loop cost ~1.3 ms
-    # (experiments/bench_training.py). Three measures remove most of it without changing the
+    # (experiments/bench_training.py). Four measures remove most of it without changing the
     # arithmetic of a step (the resume and DDP tests compare weights bit for bit):
     # * manual optimisation where the Trainer needs nothing automatic (no gradient clipping, no
     #   accumulation): it skips the closure, the precision plugin's wrappers and six hooks a step;
     # * a plain attribute write for ``_current_fx_name``, which Lightning sets twice around each of
     #   ~20 hooks a step and which nn.Module's generic ``__setattr__`` checks against
     #   Parameter/Module/Tensor types;
-    # * the signature of ``training_step`` cached (Lightning inspects it every step).
-
+    # * the signature of ``training_step`` cached (Lightning inspects it every step);
     # * under single-device full precision, when no callback and no override of this module listens
     #   to the backward and optimizer-step hooks, the step calls ``backward`` and the optimizer
     #   directly: Lightning's strategy, precision plugin and the three hook dispatches around them
