@@ -70,6 +70,18 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
         raise ValueError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
 
 
+def finite_number(value: object, name: str, *, positive: bool = False) -> float:
+    """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number
+    (and, with ``positive``, > 0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite real number; got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number; got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+    return float(value)
+
+
 def register_in(registry: dict[str, Any], kind: str, name: str, obj: Any) -> None:
     """Adds ``obj`` to ``registry`` under ``name``; a name taken by another object is refused.
 

@@ -6,30 +6,17 @@ targets such as the interpolant's :math:`\dot\gamma z` stay finite.
 
 from __future__ import annotations
 
-import math
-import numbers
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
+from flowbridge._utils import finite_number as _finite_number
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.random import RandomSource, rand, randn
 
 Path = GaussianPath | StochasticInterpolant
-
-
-def _finite_number(value: object, name: str, *, positive: bool = False) -> float:
-    """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number
-    (and, with ``positive``, > 0)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite real number; got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number; got {value}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0; got {value}")
-    return float(value)
 
 
 def time_range(path: Path | None, margin: float) -> tuple[float, float]:
