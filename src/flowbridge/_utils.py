@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,11 +25,36 @@ def check_state(x: object, name: str = "x") -> None:
         raise ValueError(f"{name} must have a batch dimension, shape (batch, ...); got shape ()")
 
 
-def as_time(t: Tensor | float, like: Tensor) -> Tensor:
+@dataclass(frozen=True, eq=False)
+class TimePoint:
+    r"""A time prepared once for the field evaluations of a step loop.
+
+    Solvers build one per evaluation time before their loop (:func:`flowbridge.paths.time_points`),
+    so that a step neither creates a tensor from a Python number on the device (a blocking copy on
+    CUDA) nor recomputes the schedule there: a field reads the time for its network from
+    :attr:`tensor` and converts between parametrisations with the Python floats of
+    :attr:`schedule`, which enter the kernels as arguments.
+
+    Attributes:
+        tensor: the time broadcast to the batch, shape (B,), on the state's device and dtype.
+        value: the same time as a Python float.
+        schedule: :math:`(\alpha, \sigma, \dot\alpha, \dot\sigma)` at this time as Python floats on a
+            Gaussian path, else ``None``.
+        conversions: ``(A, B)`` of ``target = A x + B value`` for the ``(source, target)``
+            parametrisation pairs the solver will ask for, computed before the loop.
+    """
+
+    tensor: Tensor
+    value: float
+    schedule: tuple[float, float, float, float] | None = None
+    conversions: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+
+def as_time(t: Tensor | float | TimePoint, like: Tensor) -> Tensor:
     """Returns ``t`` as a tensor on ``like``'s device and dtype, shape () or (B,).
 
     Args:
-        t: a float, a 0-dim tensor or a (B,) tensor of times.
+        t: a float, a 0-dim tensor, a (B,) tensor of times or a :class:`TimePoint`.
         like: the state tensor ``x`` of shape (B, ...), whose device and dtype are used.
 
     Raises:
@@ -35,6 +62,11 @@ def as_time(t: Tensor | float, like: Tensor) -> Tensor:
         ValueError: if ``t`` has more than one dimension or a batch size that disagrees with ``like``.
     """
     check_state(like)
+    if isinstance(t, TimePoint):
+        # Metadata only: the point was built for this state's batch, device and dtype.
+        if t.tensor.shape[0] == like.shape[0] and t.tensor.dtype == like.dtype:
+            return t.tensor
+        return t.tensor[0].to(like.dtype)  # another batch (e.g. a guided pair): the scalar broadcasts
     if not isinstance(t, (Tensor, numbers.Real)) or isinstance(t, bool):
         raise TypeError(f"t must be a float or a tensor of times; got {type(t).__name__}")
     t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
@@ -57,6 +89,8 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
 
     Only host-side values are checked, so that no device synchronisation is introduced on GPU.
     """
+    if isinstance(t, TimePoint):
+        t = t.value
     if isinstance(t, (int, float)):
         bad = not (0.0 <= t <= 1.0) or math.isnan(t)
     elif isinstance(t, Tensor) and t.device.type == "cpu":
@@ -68,6 +102,30 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
         return
     if bad:
         raise ValueError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
+
+
+def host_to_device(values: Tensor, like: Tensor) -> Tensor:
+    """``values`` (a CPU tensor) on ``like``'s device and dtype, without a blocking copy on CUDA.
+
+    A copy from pageable host memory synchronises the CUDA stream; from pinned memory with
+    ``non_blocking=True`` it is queued like a kernel (PyTorch's host allocator keeps the pinned
+    buffer alive until the copy has run). Called before step loops, never inside one.
+    """
+    values = values.to(dtype=like.dtype)
+    if like.device.type == "cuda":
+        return values.pin_memory().to(like.device, non_blocking=True)
+    return values.to(like.device)
+
+
+def safe_div(a: float, b: float) -> float:
+    """``a / b`` for Python floats with IEEE semantics (``±inf`` or ``nan`` for ``b = 0``) instead of
+    ``ZeroDivisionError``, as tensor arithmetic gives: a coefficient that is not finite at some time
+    must reach the caller's finiteness check, not raise deep inside a conversion."""
+    if b != 0.0:
+        return a / b
+    if a == 0.0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 def finite_number(value: object, name: str, *, positive: bool = False) -> float:

@@ -37,7 +37,11 @@ def test_shards_match_direct_sampling_and_resume_without_redrawing(tmp_path):
     assert len(list(tmp_path.glob("shard_*.pt"))) == len(ShardDataset(250, 60))
     # Sample i depends only on (seed, i): the merged result equals one direct call with the same seeds.
     direct = fb.sample(field, "heun", 6, shape=(250, 2), seeds=index_seeds(11, 0, 250)).x
-    torch.testing.assert_close(merged, direct, rtol=0, atol=1e-6)
+    # Shards of 60 and one batch of 250 run the same float32 arithmetic through differently blocked
+    # kernels, so they agree to rounding, not bit for bit: 12 field evaluations, each rounding at
+    # relative eps, amplified a few times by the mixture's softmax -> 64 eps of the largest value.
+    tol = 64 * torch.finfo(merged.dtype).eps * float(direct.abs().max())
+    torch.testing.assert_close(merged, direct, rtol=0, atol=tol)
     import numpy as np
 
     np.testing.assert_array_equal(np.load(tmp_path / "all.npy"), merged.numpy())

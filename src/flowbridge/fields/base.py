@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from flowbridge.paths.gaussian import GaussianPath, check_parametrisation
+from flowbridge.paths.gaussian import GaussianPath, apply_affine, check_parametrisation
 from flowbridge.paths.interpolant import StochasticInterpolant
 
 Path = GaussianPath | StochasticInterpolant
@@ -117,6 +117,7 @@ def sde_drift_from_prediction(field: Field, x: Tensor, t: Tensor, eps: Tensor) -
     """
     path = field.gaussian_path
     out = field.predict(x, t)
-    x1_hat, x0_hat = path.to_posterior_means(out, field.parametrisation, x, t)
-    c = path.coefficients(t, x)
-    return c.d_alpha * x1_hat + c.d_sigma * x0_hat - eps * x0_hat / c.sigma
+    # velocity + eps * score, both affine in (x, out): one affine map, two kernels with float coefficients.
+    a_u, b_u = path.conversion(field.parametrisation, "velocity", x, t)
+    a_s, b_s = path.conversion(field.parametrisation, "score", x, t)
+    return apply_affine(a_u + eps * a_s, b_u + eps * b_s, x, out)

@@ -7,8 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from flowbridge._utils import check_state
-from flowbridge.fields.base import Field, check_field
+from flowbridge._utils import TimePoint, as_time, check_state
+from flowbridge.fields.base import Field, check_field, sde_drift_from_prediction
 
 _METHODS = ("predict", "velocity", "data", "noise", "score", "sde_drift")
 
@@ -59,6 +59,10 @@ class AutocastField(Field):
 class CompiledField(Field):
     """``inner`` with each evaluation method compiled by ``torch.compile`` on first use.
 
+    A :class:`~flowbridge._utils.TimePoint` is passed to the compiled code as its time tensor:
+    the Python floats it carries differ at every step and would make ``torch.compile`` specialise
+    (recompile) on each of them, where a tensor argument is traced once.
+
     Args:
         inner: the field to compile.
         **compile_options: passed to ``torch.compile`` (e.g. ``mode="max-autotune"``).
@@ -77,20 +81,25 @@ class CompiledField(Field):
             self._compiled[name] = torch.compile(getattr(self.inner, name), **self._options)
         return self._compiled[name]
 
+    def _call(self, name: str, x: Tensor, t: Tensor | TimePoint, *args: Any) -> Tensor:
+        return self._fn(name)(x, as_time(t, x), *args)
+
     def predict(self, x: Tensor, t: Tensor) -> Tensor:
-        return self._fn("predict")(x, t)
+        return self._call("predict", x, t)
 
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
-        return self._fn("velocity")(x, t)
+        return self._call("velocity", x, t)
 
     def data(self, x: Tensor, t: Tensor) -> Tensor:
-        return self._fn("data")(x, t)
+        return self._call("data", x, t)
 
     def noise(self, x: Tensor, t: Tensor) -> Tensor:
-        return self._fn("noise")(x, t)
+        return self._call("noise", x, t)
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
-        return self._fn("score")(x, t)
+        return self._call("score", x, t)
 
     def sde_drift(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return self._fn("sde_drift")(x, t, eps)
+        if not isinstance(eps, Tensor):  # a per-step float would recompile: compile the prediction only
+            return sde_drift_from_prediction(self, x, t, eps)
+        return self._call("sde_drift", x, t, eps)

@@ -10,19 +10,34 @@ parametrisations are
 * ``velocity``: :math:`u = \dot\alpha_t \hat x_1 + \dot\sigma_t \hat x_0` (the probability-flow ODE);
 * ``score``: :math:`\nabla \log p_t(x_t) = -\hat x_0 / \sigma_t`.
 
-All conversions are affine in the prediction for fixed ``(x, t)`` and pass through the pair.
+All conversions are affine for fixed ``t``: ``target = A(t) x + B(t) value``
+(:func:`conversion_coefficients`). At a :class:`~flowbridge._utils.TimePoint` the coefficients are
+Python floats computed on the host, so a conversion inside a step loop costs two kernels and no
+schedule evaluation on the device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
 
-from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like, registry_error
+from flowbridge._utils import (
+    TimePoint,
+    as_time,
+    check_state,
+    check_unit_interval,
+    expand_like,
+    host_to_device,
+    registry_error,
+    safe_div,
+)
 from flowbridge.paths.schedules import Schedule, ScheduleValues, get_schedule
+
+Scalar = Union[float, Tensor]
 
 Parametrisation = Literal["velocity", "data", "noise", "score"]
 PARAMETRISATIONS: tuple[str, ...] = ("velocity", "data", "noise", "score")
@@ -51,6 +66,91 @@ def check_parametrisation(name: str) -> None:
     """Raises ValueError listing the known parametrisations if ``name`` is not one of them."""
     if name not in PARAMETRISATIONS:
         raise registry_error("parametrisation", name, PARAMETRISATIONS)
+
+
+def _div(a: Scalar, b: Scalar) -> Scalar:
+    return a / b if isinstance(a, Tensor) or isinstance(b, Tensor) else safe_div(a, b)
+
+
+def conversion_coefficients(
+    source: str, target: str, alpha: Scalar, sigma: Scalar, d_alpha: Scalar, d_sigma: Scalar
+) -> tuple[Scalar, Scalar]:
+    r"""``(A, B)`` with ``target = A x + B value`` for a prediction ``value`` in ``source`` at ``x``.
+
+    Every parametrisation is an affine function of the posterior means
+    :math:`(\hat x_1, \hat x_0)`, which solve :math:`x = \alpha\hat x_1 + \sigma\hat x_0` together
+    with the prediction; composing the two affine maps gives ``(A, B)``. Works on Python floats
+    (IEEE ``inf``/``nan`` where a coefficient is not finite) and on tensors alike.
+    """
+    # (x1_hat, x0_hat) = (p1 x + q1 v, p0 x + q0 v)
+    if source == "data":
+        p1, q1, p0, q0 = 0.0, 1.0, _div(1.0, sigma), _div(-alpha, sigma)
+    elif source == "noise":
+        p1, q1, p0, q0 = _div(1.0, alpha), _div(-sigma, alpha), 0.0, 1.0
+    elif source == "score":
+        p1, q1, p0, q0 = _div(1.0, alpha), _div(sigma * sigma, alpha), 0.0, -sigma
+    else:  # velocity: solve [[alpha, sigma], [d_alpha, d_sigma]] (x1, x0) = (x, u)
+        det = alpha * d_sigma - sigma * d_alpha
+        p1, q1, p0, q0 = _div(d_sigma, det), _div(-sigma, det), _div(-d_alpha, det), _div(alpha, det)
+    # target = u1 x1_hat + u0 x0_hat
+    if target == "data":
+        return p1, q1
+    if target == "noise":
+        return p0, q0
+    if target == "velocity":
+        return d_alpha * p1 + d_sigma * p0, d_alpha * q1 + d_sigma * q0
+    minus_inv_sigma = _div(-1.0, sigma)
+    return minus_inv_sigma * p0, minus_inv_sigma * q0
+
+
+def apply_affine(a: Scalar, b: Scalar, x: Tensor, value: Tensor) -> Tensor:
+    """``a x + b value``; with Python floats two kernels (``mul``, then ``add`` with ``alpha=a``)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return a * x + b * value
+    if a == 0.0:
+        return value * b
+    return torch.add(value * b, x, alpha=a)
+
+
+ConversionPair = tuple[str, str]
+
+
+def schedule_rows(path: Any, times: Tensor) -> list[tuple[float, float, float, float]] | None:
+    """:math:`(\\alpha, \\sigma, \\dot\\alpha, \\dot\\sigma)` at each of ``times`` (float64 CPU) as
+    Python floats, from one evaluation of the schedule; ``None`` off a Gaussian path."""
+    if not isinstance(path, GaussianPath):
+        return None
+    v = path.schedule(times)
+    rows = torch.stack([v.alpha, v.sigma, v.d_alpha, v.d_sigma], 1).tolist()  # sync-ok: CPU, before the loop
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def time_points(
+    path: Any, times: Sequence[float] | Tensor, like: Tensor, *, conversions: Sequence[ConversionPair] = ()
+) -> tuple[TimePoint, ...]:
+    """Prepares evaluation times for a step loop over ``like``'s batch, device and dtype.
+
+    One host-to-device copy for all the times (non-blocking on CUDA) and, on a
+    :class:`GaussianPath`, the schedule at each time evaluated once in float64 on the host, with
+    the coefficients of the ``conversions`` the loop will make.
+
+    Args:
+        path: the field's path (a :class:`GaussianPath`, an interpolant, or ``None``).
+        times: the times, as floats or a 1-D tensor.
+        like: the state (batch, ...).
+        conversions: ``(source, target)`` parametrisation pairs to precompute.
+    """
+    check_state(like)
+    t64 = torch.as_tensor(times, dtype=torch.float64).detach().to("cpu").reshape(-1)
+    on_device = host_to_device(t64, like)
+    batch = like.shape[0]
+    rows = schedule_rows(path, t64)
+    points = []
+    for k, value in enumerate(t64.tolist()):  # sync-ok: CPU tensor, before the loop
+        row = rows[k] if rows is not None else None
+        table = {pair: conversion_coefficients(*pair, *row) for pair in conversions} if row is not None else {}
+        points.append(TimePoint(tensor=on_device[k].expand(batch), value=value, schedule=row, conversions=table))
+    return tuple(points)
 
 
 @dataclass(frozen=True)
@@ -103,18 +203,31 @@ class GaussianPath:
         sigma = self.coefficients(sample.t, sample.x1).sigma
         return -sample.x0 / sigma
 
+    def schedule_at(self, t: Tensor | float | TimePoint, x: Tensor) -> tuple[Scalar, Scalar, Scalar, Scalar]:
+        r""":math:`(\alpha, \sigma, \dot\alpha, \dot\sigma)` at ``t``: the precomputed floats of a
+        :class:`~flowbridge._utils.TimePoint`, else tensors broadcast against ``x``."""
+        if isinstance(t, TimePoint) and t.schedule is not None:
+            return t.schedule
+        c = self.coefficients(t, x)
+        return c.alpha, c.sigma, c.d_alpha, c.d_sigma
+
+    def conversion(self, source: str, target: str, x: Tensor, t: Tensor | float | TimePoint) -> tuple[Scalar, Scalar]:
+        """``(A, B)`` with ``target = A x + B value`` at ``t`` (see :func:`conversion_coefficients`)."""
+        if isinstance(t, TimePoint):
+            known = t.conversions.get((source, target))
+            if known is not None:
+                return known
+        check_parametrisation(source)
+        check_parametrisation(target)
+        return conversion_coefficients(source, target, *self.schedule_at(t, x))
+
     def to_posterior_means(self, value: Tensor, source: str, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         r"""Converts a prediction to :math:`(\hat x_1, \hat x_0)`."""
         check_parametrisation(source)
-        c = self.coefficients(t, x)
-        if source == "data":
-            return value, (x - c.alpha * value) / c.sigma
-        if source in ("noise", "score"):
-            x0_hat = value if source == "noise" else -c.sigma * value
-            return (x - c.sigma * x0_hat) / c.alpha, x0_hat
-        # velocity: solve [[alpha, sigma], [d_alpha, d_sigma]] (x1, x0) = (x, u).
-        det = c.alpha * c.d_sigma - c.sigma * c.d_alpha
-        return (c.d_sigma * x - c.sigma * value) / det, (c.alpha * value - c.d_alpha * x) / det
+        schedule = self.schedule_at(t, x)
+        x1_hat = value if source == "data" else apply_affine(*conversion_coefficients(source, "data", *schedule), x, value)
+        x0_hat = value if source == "noise" else apply_affine(*conversion_coefficients(source, "noise", *schedule), x, value)
+        return x1_hat, x0_hat
 
     def from_posterior_means(self, x1_hat: Tensor, x0_hat: Tensor, target: str, x: Tensor, t: Tensor | float) -> Tensor:
         r"""Expresses :math:`(\hat x_1, \hat x_0)` in the ``target`` parametrisation."""
@@ -123,10 +236,10 @@ class GaussianPath:
             return x1_hat
         if target == "noise":
             return x0_hat
-        c = self.coefficients(t, x)
+        _, sigma, d_alpha, d_sigma = self.schedule_at(t, x)
         if target == "velocity":
-            return c.d_alpha * x1_hat + c.d_sigma * x0_hat
-        return -x0_hat / c.sigma
+            return apply_affine(d_alpha, d_sigma, x1_hat, x0_hat)
+        return x0_hat * _div(-1.0, sigma) if not isinstance(sigma, Tensor) else -x0_hat / sigma
 
     def convert(self, value: Tensor, source: str, target: str, x: Tensor, t: Tensor | float) -> Tensor:
         """Converts a prediction at ``(x, t)`` from one parametrisation to another.
@@ -142,8 +255,7 @@ class GaussianPath:
         if source == target:
             check_parametrisation(source)
             return value
-        x1_hat, x0_hat = self.to_posterior_means(value, source, x, t)
-        return self.from_posterior_means(x1_hat, x0_hat, target, x, t)
+        return apply_affine(*self.conversion(source, target, x, t), x, value)
 
     def prior_sample(self, shape: tuple[int, ...], t: float, *, noise: Tensor) -> Tensor:
         r"""Scales standard normal ``noise`` to the source marginal at time ``t``: :math:`\sigma(t)\,\epsilon`.

@@ -15,6 +15,7 @@ from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.fields.wrappers import AutocastField, CompiledField
 from flowbridge.random import RandomSource, StackedGenerators, index_seeds, randn
 from flowbridge.samplers.base import SampleOutput, SamplingError, Solver, get_solver
+from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import make_grid
 
 
@@ -59,11 +60,11 @@ def initial_state(
     return noise
 
 
-def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool) -> Field:
+def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool | str) -> Field:
     if autocast is not None:
         field = AutocastField(field, autocast)
     if compile:
-        field = CompiledField(field)
+        field = CompiledField(field) if compile is True else CompiledField(field, mode=compile)
     return field
 
 
@@ -110,7 +111,8 @@ def sample(
     device: torch.device | str | None = None,
     out_device: torch.device | str | None = None,
     autocast: torch.dtype | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
+    cuda_graph: bool = False,
     **solver_options: Any,
 ) -> SampleOutput:
     """Draws samples by integrating ``field`` from the source (t=0 side) to the target (t=1 side).
@@ -137,7 +139,11 @@ def sample(
         out_device: where chunked results are gathered (default: ``device``).
         autocast: evaluate the field under ``torch.autocast`` in this dtype (bf16/fp16) while the
             solver works in ``dtype``.
-        compile: compile the field's evaluation with ``torch.compile``.
+        compile: compile the field's evaluation with ``torch.compile`` (``True``, or a mode such as
+            ``"max-autotune"``).
+        cuda_graph: capture the whole step loop (network calls included) as a CUDA graph on the
+            first call and replay it on later calls with the same field, solver, grid, shape and
+            generator (:mod:`flowbridge.samplers.graphs`); fixed-step solvers on a CUDA device.
         **solver_options: passed to the solver's constructor.
 
     Returns:
@@ -188,10 +194,13 @@ def sample(
             field, shape=chunk_shape, x0=None if x0 is None else x0[lo:hi], t_start=float(times[0]),
             generator=chunk_source, dtype=dtype, device=device,
         )
-        result = solver_obj.solve(
-            run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory,
-            progress=progress and chunk == total,
-        )
+        if cuda_graph:
+            result = graphed_solve(solver_obj, run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory)
+        else:
+            result = solver_obj.solve(
+                run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory,
+                progress=progress and chunk == total,
+            )
         target = out_device if out_device is not None else result.x.device
         xs.append(result.x.to(target))
         if result.trajectory is not None:

@@ -7,17 +7,20 @@ Capabilities are class attributes, checked by :meth:`Solver.check` before any wo
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor
 
-from flowbridge._utils import register_in, registry_error
+from flowbridge._utils import TimePoint, register_in, registry_error
 from flowbridge.fields.base import Field
-from flowbridge.paths.gaussian import GaussianPath
+from flowbridge.paths.gaussian import GaussianPath, conversion_coefficients, schedule_rows, time_points
 from flowbridge.random import RandomSource
 
 State = TypeVar("State")
@@ -124,6 +127,94 @@ class Solver(ABC, Generic[State]):
         )
 
 
+def _converting_leaves(field: Field, target: str) -> list[Field]:
+    """The innermost fields of ``field`` (wrappers and guided combinations delegate to them) that
+    answer ``target`` by converting their prediction rather than by a method of their own."""
+    leaves = [m for m in field.modules() if isinstance(m, Field) and not any(isinstance(c, Field) for c in m.children())]
+    return [
+        f for f in leaves
+        if f.parametrisation != target and getattr(type(f), target) is getattr(Field, target)
+    ]
+
+
+def _conversions(field: Field, evaluates: Sequence[str]) -> list[tuple[Field, str]]:
+    targets = [t for e in evaluates for t in (("velocity", "score") if e == "sde_drift" else (e,))]
+    return [(leaf, target) for target in targets for leaf in _converting_leaves(field, target)]
+
+
+def _refuse_non_finite(
+    solver: str, conversions: list[tuple[Field, str]], times: Sequence[float], rows: Sequence[tuple[float, ...]]
+) -> None:
+    for leaf, target in conversions:
+        for at, row in zip(times, rows):
+            if all(math.isfinite(c) for c in conversion_coefficients(leaf.parametrisation, target, *row)):
+                continue
+            lo, hi = times[0], times[-1]
+            span = (lo + 1e-3, hi) if at == lo else (lo, hi - 1e-3) if at == hi else None
+            fix = f"sample on a span that avoids it, e.g. t_span=({span[0]:g}, {span[1]:g})" if span else "use another grid"
+            raise ValueError(
+                f"solver {solver!r} needs the field's {target} at t={at:g}, where a {leaf.parametrisation} "
+                f"prediction on {leaf.path!r} does not determine it (alpha={row[0]:g}, sigma={row[1]:g}); {fix}"
+            )
+
+
+def check_evaluable(
+    solver: str, field: Field, times: Sequence[float] | Tensor, *, evaluates: Sequence[str]
+) -> None:
+    """Checks up front that ``field`` can answer what the solver asks at each of ``times``.
+
+    A network trained in one parametrisation answers another through the path's conversion, which
+    is not finite where the path degenerates (e.g. a data prediction cannot give the velocity or
+    the score where :math:`\\sigma = 0`). Without this check such a run would go through every step
+    and end all-NaN.
+
+    Args:
+        solver: the solver's name (for the message).
+        field: the field the solver evaluates.
+        times: the times at which it evaluates the field.
+        evaluates: what it asks: ``"velocity"``, ``"data"``, ``"noise"``, ``"score"`` or
+            ``"sde_drift"`` (velocity and score).
+
+    Raises:
+        ValueError: naming the time, the conversion and a span that avoids it.
+    """
+    conversions = _conversions(field, evaluates)
+    if not conversions:
+        return
+    t64 = torch.as_tensor(times, dtype=torch.float64).detach().to("cpu").reshape(-1)
+    rows = schedule_rows(field.path, t64)
+    if rows is not None:
+        _refuse_non_finite(solver, conversions, t64.tolist(), rows)  # sync-ok: CPU, before the loop
+
+
+def prepare_times(
+    solver: str, field: Field, times: Sequence[float] | Tensor, like: Tensor, *, evaluates: Sequence[str] = ()
+) -> tuple[TimePoint, ...]:
+    """:class:`~flowbridge._utils.TimePoint` s for a step loop over ``like``'s batch, device and
+    dtype, with the conversions the solver will make precomputed, after checking them as
+    :func:`check_evaluable` does (same arguments)."""
+    conversions = _conversions(field, evaluates)
+    pairs = sorted({(leaf.parametrisation, target) for leaf, target in conversions})
+    points = time_points(field.path, times, like, conversions=pairs)
+    if points and points[0].schedule is not None:
+        _refuse_non_finite(solver, conversions, [p.value for p in points], [p.schedule for p in points])  # type: ignore[misc]
+    return points
+
+
+def combine(x: Tensor, scale: float, weights: Sequence[float], values: Sequence[Tensor]) -> Tensor:
+    r""":math:`\text{scale}\cdot x + \sum_j w_j v_j` with Python-float coefficients: one allocation,
+    then in-place ``add_`` (one kernel per term; no multiply when ``scale`` is 1)."""
+    terms = [(w, v) for w, v in zip(weights, values) if w != 0.0]
+    if scale == 1.0 and terms:
+        (w, v), terms = terms[0], terms[1:]
+        out = torch.add(x, v, alpha=w)
+    else:
+        out = x * scale
+    for w, v in terms:
+        out.add_(v, alpha=w)
+    return out
+
+
 SOLVERS: dict[str, type[Solver[Any]]] = {}
 
 
@@ -138,6 +229,13 @@ def register_solver(name: str) -> Callable[[type[Solver[Any]]], type[Solver[Any]
     return wrap
 
 
+@functools.lru_cache(maxsize=None)
+def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    # Inspecting a signature costs ~50 us; solvers are built on every call of sample().
+    init = cls.__init__
+    return {} if init is object.__init__ else dict(inspect.signature(init).parameters)
+
+
 def get_solver(name: str | Solver[Any], **options: Any) -> Solver[Any]:
     """Builds a registered solver by name; unknown names and options fail with the known ones."""
     if isinstance(name, Solver):
@@ -147,8 +245,7 @@ def get_solver(name: str | Solver[Any], **options: Any) -> Solver[Any]:
     if name not in SOLVERS:
         raise registry_error("solver", name, list(SOLVERS))
     cls = SOLVERS[name]
-    init = cls.__init__
-    params = {} if init is object.__init__ else dict(inspect.signature(init).parameters)
+    params = _init_parameters(cls)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params or k == "self"]
     if unknown and not accepts_any:

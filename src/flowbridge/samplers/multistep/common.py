@@ -43,16 +43,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from functools import cached_property
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from flowbridge._utils import check_unit_interval
+from flowbridge._utils import TimePoint, check_unit_interval
 from flowbridge.fields.base import Field, check_field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver
+from flowbridge.samplers.base import Solver, combine, prepare_times
 
 FINAL_STEPS: tuple[str, ...] = ("solver", "first_order", "denoise")
 WARMUPS: tuple[str, ...] = ("lower_order",)
@@ -61,7 +62,7 @@ SIGMA_BAR_ZERO = 1e-12  # a final sigma/alpha below this is taken as exactly 0
 
 @dataclass(frozen=True)
 class GaussianGrid:
-    r"""Schedule quantities at the grid times, float64 on the CPU.
+    r"""Schedule quantities at the grid times, float64 on the CPU, and the same as Python floats.
 
     Attributes:
         t: (N+1,) times.
@@ -69,6 +70,8 @@ class GaussianGrid:
             last entries are replaced by the noise-free end (:math:`\alpha = 1`, :math:`\sigma = 0`).
         log_snr: :math:`\lambda_i = \log(\alpha_i/\sigma_i)` (``+inf`` where :math:`\sigma = 0`).
         sigma_bar: :math:`\bar\sigma_i = \sigma_i/\alpha_i`.
+        values: the four rows above as tuples of Python floats, ``values.alpha[i]`` etc.: the plans
+            are computed from these (reading a tensor element costs microseconds, a float nothing).
     """
 
     t: Tensor
@@ -77,26 +80,41 @@ class GaussianGrid:
     log_snr: Tensor
     sigma_bar: Tensor
 
+    @cached_property
+    def values(self) -> "GridValues":
+        return GridValues(*(tuple(v.tolist()) for v in (self.alpha, self.sigma, self.log_snr, self.sigma_bar)))  # sync-ok: CPU
+
     @property
     def steps(self) -> int:
         return self.t.shape[0] - 1
 
     def step_size_log_snr(self, i: int) -> float:
         """:math:`h_i = \\lambda_{i+1} - \\lambda_i` (``inf`` for a step to :math:`\\sigma = 0`)."""
-        return float(self.log_snr[i + 1] - self.log_snr[i])
+        lam = self.values.log_snr
+        return lam[i + 1] - lam[i]
 
     def data_step(self, i: int) -> tuple[float, float]:
         r"""First-order exponential step :math:`x_{i+1} = a x_i + b\,\hat x_1` in the data form:
         :math:`a = \sigma_{i+1}/\sigma_i`, :math:`b = \alpha_{i+1}(1 - e^{-h}) = \alpha_{i+1} - a\,\alpha_i`
         (written so that it stays finite when :math:`\sigma_{i+1} = 0`)."""
-        a = float(self.sigma[i + 1] / self.sigma[i])
-        return a, float(self.alpha[i + 1]) - a * float(self.alpha[i])
+        v = self.values
+        a = v.sigma[i + 1] / v.sigma[i]
+        return a, v.alpha[i + 1] - a * v.alpha[i]
 
     def noise_scale(self, i: int) -> tuple[float, float]:
         r"""Adams step in :math:`\bar x`: :math:`x_{i+1} = a x_i + c\,\sum_j \beta_j \hat x_0^{(i-j)}` with
         :math:`a = \alpha_{i+1}/\alpha_i` and :math:`c = \alpha_{i+1}(\bar\sigma_{i+1} - \bar\sigma_i)`."""
-        a = float(self.alpha[i + 1] / self.alpha[i])
-        return a, float(self.alpha[i + 1] * (self.sigma_bar[i + 1] - self.sigma_bar[i]))
+        v = self.values
+        return v.alpha[i + 1] / v.alpha[i], v.alpha[i + 1] * (v.sigma_bar[i + 1] - v.sigma_bar[i])
+
+
+class GridValues(NamedTuple):
+    """Rows of a :class:`GaussianGrid` as Python floats."""
+
+    alpha: tuple[float, ...]
+    sigma: tuple[float, ...]
+    log_snr: tuple[float, ...]
+    sigma_bar: tuple[float, ...]
 
 
 def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> GaussianGrid:
@@ -156,27 +174,19 @@ class MultistepState:
     """Explicit state of a multistep solver (nothing lives on the solver object).
 
     Attributes:
-        t: grid times on ``x``'s device and dtype (indexed with a Python int: no sync).
+        t: the grid times as :class:`~flowbridge._utils.TimePoint` s (indexed with a Python int:
+            no sync, no schedule evaluation on the device).
         plans: one precomputed :class:`StepPlan` (or subclass) per step.
         history: past field outputs, newest first (at most the solver's order).
         velocity: the momentum average (heavy-ball family), else ``None``.
         anchor: the state the last predictor started from (UniPC's corrector), else ``None``.
     """
 
-    t: Tensor
+    t: tuple[TimePoint, ...]
     plans: tuple[Any, ...]
     history: tuple[Tensor, ...] = ()
     velocity: Tensor | None = None
     anchor: Tensor | None = None
-
-
-def combine(x: Tensor, scale: float, weights: Sequence[float], values: Sequence[Tensor]) -> Tensor:
-    r""":math:`\text{scale}\cdot x + \sum_j w_j v_j` with one allocation (``mul`` then in-place ``add_``)."""
-    out = x * scale
-    for w, v in zip(weights, values):
-        if w != 0.0:
-            out.add_(v, alpha=w)
-    return out
 
 
 def check_option(name: str, value: object, allowed: Sequence[object]) -> None:
@@ -218,6 +228,10 @@ class GaussianMultistep(Solver[MultistepState]):
     # sigma/alpha are not affected (sigma/alpha = 0 is finite).
     works_in_log_snr: ClassVar[bool] = True
 
+    # What the step asks of the field ("data" for the exponential integrators, "noise" for the
+    # Adams methods in sigma/alpha); checked up front at every grid time the field is evaluated.
+    evaluates: ClassVar[str] = "data"
+
     def __init__(self, final_step: str | None = None, warmup: str = "lower_order") -> None:
         final_step = self.default_final_step if final_step is None else final_step
         check_option("final_step", final_step, FINAL_STEPS)
@@ -230,7 +244,7 @@ class GaussianMultistep(Solver[MultistepState]):
         also ``min(order, steps - i)`` (the order ramps down to 1 at the last step, as diffusers'
         ``lower_order_final``); 1 on a ``"denoise"`` last step or one to sigma = 0 in log-SNR."""
         remaining = g.steps - i
-        if remaining == 1 and (self.final_step == "denoise" or (self.works_in_log_snr and float(g.sigma[-1]) == 0.0)):
+        if remaining == 1 and (self.final_step == "denoise" or (self.works_in_log_snr and g.values.sigma[-1] == 0.0)):
             return 1
         if self.final_step == "first_order":
             order = min(order, remaining)
@@ -245,7 +259,8 @@ class GaussianMultistep(Solver[MultistepState]):
         bad = [i for i, p in enumerate(plans) if not all(math.isfinite(c) for c in _floats(p))]
         if bad:
             raise ValueError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")  # sync-ok: CPU grid in init, error path
-        return MultistepState(t=grid.to(device=x.device, dtype=x.dtype), plans=plans)
+        points = prepare_times(self.name, field, g.t[:-1], x, evaluates=(self.evaluates,))
+        return MultistepState(t=points, plans=plans)
 
 
 def _floats(plan: Any) -> list[float]:

@@ -56,6 +56,7 @@ class DEIS(GaussianMultistep):
     order = 3
     min_steps = 2
     works_in_log_snr = False
+    evaluates = "noise"
 
     def __init__(self, order: int = 3, final_step: str | None = None, warmup: str = "lower_order") -> None:
         super().__init__(final_step=final_step, warmup=warmup)
@@ -66,8 +67,8 @@ class DEIS(GaussianMultistep):
         for i in range(g.steps):
             k = self.step_order(g, i, self.solver_order)
             scale, c = g.noise_scale(i)  # c = alpha_{i+1} * (sigma_bar_{i+1} - sigma_bar_i)
-            delta = float(g.sigma_bar[i + 1] - g.sigma_bar[i])
-            nodes = [float(g.sigma_bar[i - j] - g.sigma_bar[i]) / delta for j in range(k)]
+            delta = g.values.sigma_bar[i + 1] - g.values.sigma_bar[i]
+            nodes = [(g.values.sigma_bar[i - j] - g.values.sigma_bar[i]) / delta for j in range(k)]
             plans.append(StepPlan(scale, tuple(c * w for w in lagrange_integrals(nodes))))
         return tuple(plans)
 

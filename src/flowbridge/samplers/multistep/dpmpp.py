@@ -57,7 +57,7 @@ def dpmpp_weights(g: GaussianGrid, i: int, order: int, d2_weight: float = 2.0) -
         return StepPlan(scale, (b * (1.0 + c), -b * c))
     r1 = g.step_size_log_snr(i - 2) / h
     phi = phi_functions(h)
-    a = float(g.alpha[i + 1])
+    a = g.values.alpha[i + 1]
     # Coefficient vectors over (m_i, m_{i-1}, m_{i-2}).
     d10 = (1.0 / r0, -1.0 / r0, 0.0)
     d11 = (0.0, 1.0 / r1, -1.0 / r1)

@@ -48,6 +48,7 @@ class GHVB(GaussianMultistep):
     order = 4
     min_steps = 2
     works_in_log_snr = False
+    evaluates = "noise"
 
     def __init__(
         self, order: int = 4, beta: float = 0.8, final_step: str | None = None, warmup: str = "lower_order"

@@ -66,7 +66,7 @@ class HeavyBall(GaussianMultistep):
     """Shared step of the heavy-ball family; subclasses choose the base direction and the variables."""
 
     nesterov: ClassVar[bool] = False
-    parametrisation: ClassVar[str] = "noise"
+    evaluates: ClassVar[str] = "noise"
     history_length: int = 1
 
     def __init__(self, beta: float = 0.8, final_step: str | None = None, warmup: str = "lower_order") -> None:
@@ -77,7 +77,7 @@ class HeavyBall(GaussianMultistep):
         self, field: Field, x: Tensor, state: MultistepState, i: int, *, generator: RandomSource = None
     ) -> tuple[Tensor, MultistepState]:
         t = state.t[i]
-        out = field.noise(x, t) if self.parametrisation == "noise" else field.data(x, t)
+        out = field.noise(x, t) if self.evaluates == "noise" else field.data(x, t)
         history = push(state.history, out, self.history_length)
         p = state.plans[i]
         if not p.momentum:
@@ -151,7 +151,7 @@ class DPMSolverPlusPlus2MHB(HeavyBall):
     """
 
     order = 1
-    parametrisation = "data"
+    evaluates = "data"
     history_length = 2
     default_final_step = "first_order"
 

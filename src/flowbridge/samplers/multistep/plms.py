@@ -62,6 +62,7 @@ class PLMS(GaussianMultistep):
     order = 4
     min_steps = 2
     works_in_log_snr = False
+    evaluates = "noise"
 
     def __init__(self, order: int = 4, final_step: str | None = None, warmup: str = "lower_order") -> None:
         super().__init__(final_step=final_step, warmup=warmup)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from flowbridge.fields.base import Field
@@ -68,26 +68,24 @@ def _unipc_step(g: GaussianGrid, s: int, order: int, variant: str, corrector: bo
     n_prev = order - 1
     if not corrector and order == 1:
         return StepPlan(scale, (b_first,))
-    alpha_t = float(g.alpha[s + 1])
+    alpha_t = g.values.alpha[s + 1]
     h = g.step_size_log_snr(s)
     hh = -h
     big_b = hh if variant == "bh1" else math.expm1(hh)
-    rks = [float(g.log_snr[s - k] - g.log_snr[s]) / h for k in range(1, n_prev + 1)]
+    rks = [(g.values.log_snr[s - k] - g.values.log_snr[s]) / h for k in range(1, n_prev + 1)]
     b = [math.factorial(i) * _g(i, hh) / big_b for i in range(1, order + 1)]
     if corrector:
         if order == 1:
             rhos = [0.5]
         else:
             r_all = rks + [1.0]
-            mat = torch.tensor([[r**i for r in r_all] for i in range(order)], dtype=torch.float64)
-            rhos = torch.linalg.solve(mat, torch.tensor(b, dtype=torch.float64)).tolist()  # sync-ok: CPU, in init
+            rhos = np.linalg.solve([[r**i for r in r_all] for i in range(order)], b).tolist()
         rho_prev, rho_new = rhos[:-1], rhos[-1]
     else:
         if order == 2:
             rho_prev = [0.5]
         else:
-            mat = torch.tensor([[r**i for r in rks] for i in range(n_prev)], dtype=torch.float64)
-            rho_prev = torch.linalg.solve(mat, torch.tensor(b[:n_prev], dtype=torch.float64)).tolist()  # sync-ok: CPU
+            rho_prev = np.linalg.solve([[r**i for r in rks] for i in range(n_prev)], b[:n_prev]).tolist()
         rho_new = 0.0
     c = alpha_t * big_b
     w_s = b_first + c * (sum(rho / r for rho, r in zip(rho_prev, rks)) + rho_new)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SamplingError, SolveResult, Solver, register_solver
+from flowbridge.samplers.base import SamplingError, SolveResult, Solver, check_evaluable, register_solver
 
 
 #: torchdiffeq's adaptive Runge–Kutta methods (the ones that accept the ``step_t`` option).
@@ -56,6 +56,9 @@ class TorchdiffeqSolver(Solver[None]):
         import torchdiffeq
 
         self.check(field, len(grid) - 1)
+        # The controller may evaluate anywhere in the span: check a fine grid of it up front.
+        t0, t1 = float(grid[0]), float(grid[-1])  # sync-ok: CPU grid, before the solve
+        check_evaluable(self.name, field, torch.linspace(t0, t1, 1025, dtype=torch.float64), evaluates=("velocity",))
         nfe = 0
 
         def rhs(t: Tensor, y: Tensor) -> Tensor:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
+from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, register_solver
+from flowbridge.samplers.base import Solver, prepare_times, register_solver
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,15 @@ class ButcherTableau:
 
 @dataclass(frozen=True)
 class GridState:
-    """Time grid on the state's device and dtype, and the step sizes."""
+    """The stage times of every step and the step sizes, prepared before the loop.
 
-    t: Tensor
-    h: Tensor
+    Attributes:
+        stages: ``stages[i][j]`` is the time :math:`t_i + c_j h_i` of stage ``j`` of step ``i``.
+        h: the step sizes :math:`h_i` as Python floats (kernel arguments, no device tensors).
+    """
+
+    stages: tuple[tuple[TimePoint, ...], ...]
+    h: tuple[float, ...]
 
 
 class RungeKutta(Solver[GridState]):
@@ -44,23 +51,34 @@ class RungeKutta(Solver[GridState]):
             cls.nfe_per_step = len(cls.tableau.b)
 
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> GridState:
-        t = grid.to(device=x.device, dtype=x.dtype)
-        return GridState(t=t, h=t[1:] - t[:-1])
+        t = grid.detach().to(device="cpu", dtype=torch.float64)
+        h = t[1:] - t[:-1]
+        c = torch.tensor(self.tableau.c, dtype=torch.float64)
+        stage_times = t[:-1, None] + c[None, :] * h[:, None]  # (steps, stages), one copy to the device
+        stage_times[:, c == 1.0] = t[1:, None]  # exactly the grid's next time (t_i + h_i may round past t = 1)
+        points = prepare_times(self.name, field, stage_times.reshape(-1), x, evaluates=("velocity",))
+        width = len(self.tableau.c)
+        stages = tuple(points[i * width:(i + 1) * width] for i in range(len(h)))
+        return GridState(stages=stages, h=tuple(h.tolist()))  # sync-ok: CPU grid, before the loop
 
     def step(
         self, field: Field, x: Tensor, state: GridState, i: int, *, generator: RandomSource = None
     ) -> tuple[Tensor, GridState]:
         tab = self.tableau
-        t, h = state.t[i], state.h[i]
+        h = state.h[i]
         ks: list[Tensor] = []
-        for a_row, c in zip(tab.a, tab.c):
+        for a_row, point in zip(tab.a, state.stages[i]):
             x_stage = x
             for a, k in zip(a_row, ks):
                 if a != 0.0:
-                    x_stage = x_stage + (h * a) * k
-            ks.append(field.velocity(x_stage, t + c * h))
-        update = sum((b * k for b, k in zip(tab.b, ks) if b != 0.0))
-        return x + h * update, state
+                    x_stage = torch.add(x_stage, k, alpha=h * a)
+            ks.append(field.velocity(x_stage, point))
+        x_next = x
+        for b, k in zip(tab.b, ks):
+            if b != 0.0:
+                # The first add allocates; the rest accumulate into that fresh tensor.
+                x_next = torch.add(x_next, k, alpha=h * b) if x_next is x else x_next.add_(k, alpha=h * b)
+        return x_next, state
 
 
 @register_solver("euler")

@@ -21,21 +21,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, register_solver
+from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 from flowbridge.samplers.sde.exponential import step_schedule
 
 
 @dataclass(frozen=True)
 class AncestralState:
-    """Per-step coefficients of ``x' = A x + B x1_hat + C xi`` on the state's device."""
+    """Per-step coefficients of ``x' = A x + B x1_hat + C xi`` as Python floats, and the step starts."""
 
-    t: Tensor
-    a: Tensor
-    b: Tensor
-    c: Tensor
+    t: tuple[TimePoint, ...]
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
     noise: StepNoise
 
 
@@ -67,17 +68,18 @@ class DDPMAncestral(Solver[AncestralState]):
         c = self.eta * s.sigma_t * torch.sqrt(1 - s.rho**2)
         a = torch.sqrt((s.sigma_t**2 - c**2).clamp_min(0.0)) / s.sigma_s
         b = s.alpha_t - a * s.alpha_s
-        like = dict(device=x.device, dtype=x.dtype)
-        return AncestralState(
-            t=grid.to(**like), a=a.to(**like), b=b.to(**like), c=c.to(**like),
-            noise=StepNoise(times=tuple(float(v) for v in grid.to(torch.float64))),
+        grid64 = grid.detach().to("cpu", torch.float64)
+        return AncestralState(  # sync-ok: CPU float64 coefficients, before the loop
+            t=prepare_times(self.name, field, grid64[:-1], x, evaluates=("data",)),
+            a=tuple(a.tolist()), b=tuple(b.tolist()), c=tuple(c.tolist()),
+            noise=StepNoise(times=tuple(grid64.tolist())),
         )
 
     def step(
         self, field: Field, x: Tensor, state: AncestralState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, AncestralState]:
         x1_hat = field.data(x, state.t[i])
-        x_next = state.a[i] * x + state.b[i] * x1_hat
         if self.eta > 0:
-            x_next = x_next + state.c[i] * step_normal(x, state.noise, i, generator)
-        return x_next, state
+            noise = step_normal(x, state.noise, i, generator)
+            return combine(x, state.a[i], (state.b[i], state.c[i]), (x1_hat, noise)), state
+        return combine(x, state.a[i], (state.b[i],), (x1_hat,)), state

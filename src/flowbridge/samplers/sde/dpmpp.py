@@ -18,6 +18,7 @@ order. One field evaluation per step.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,8 @@ from torch import Tensor
 
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, register_solver
+from flowbridge._utils import TimePoint
+from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 from flowbridge.samplers.sde.exponential import step_schedule
 
@@ -34,11 +36,11 @@ from flowbridge.samplers.sde.exponential import step_schedule
 class MultistepSDEState:
     """Coefficients ``x' = A x + B D + K (D - D_prev) + C xi`` and the previous data prediction."""
 
-    t: Tensor
-    a: Tensor
-    b: Tensor
-    k: Tensor
-    c: Tensor
+    t: tuple[TimePoint, ...]
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    k: tuple[float, ...]
+    c: tuple[float, ...]
     noise: StepNoise
     previous: Tensor | None = None
 
@@ -80,21 +82,21 @@ class DPMSolverPP2MSDE(Solver[MultistepSDEState]):
         for i in range(1, len(h)):
             if math.isfinite(h[i]) and math.isfinite(h[i - 1]) and h[i - 1] > 0:
                 k[i] = b[i] * h[i] / (2 * h[i - 1])
-        like = dict(device=x.device, dtype=x.dtype)
-        return MultistepSDEState(
-            t=grid.to(**like), a=a.to(**like), b=b.to(**like), k=k.to(**like), c=c.to(**like),
-            noise=StepNoise(times=tuple(float(v) for v in grid.to(torch.float64))),
+        grid64 = grid.detach().to("cpu", torch.float64)
+        return MultistepSDEState(  # sync-ok: CPU float64 coefficients, before the loop
+            t=prepare_times(self.name, field, grid64[:-1], x, evaluates=("data",)),
+            a=tuple(a.tolist()), b=tuple(b.tolist()), k=tuple(k.tolist()), c=tuple(c.tolist()),
+            noise=StepNoise(times=tuple(grid64.tolist())),
         )
 
     def step(
         self, field: Field, x: Tensor, state: MultistepSDEState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, MultistepSDEState]:
         d = field.data(x, state.t[i])
-        x_next = state.a[i] * x + state.b[i] * d
-        if state.previous is not None:
-            x_next = x_next + state.k[i] * (d - state.previous)
+        weights, values = [state.b[i]], [d]
+        if state.previous is not None:  # K (D - D_prev) = K D - K D_prev
+            weights, values = [state.b[i] + state.k[i], -state.k[i]], [d, state.previous]
         if self.eta > 0:
-            x_next = x_next + state.c[i] * step_normal(x, state.noise, i, generator)
-        return x_next, MultistepSDEState(
-            t=state.t, a=state.a, b=state.b, k=state.k, c=state.c, noise=state.noise, previous=d
-        )
+            weights.append(state.c[i])
+            values.append(step_normal(x, state.noise, i, generator))
+        return combine(x, state.a[i], weights, values), dataclasses.replace(state, previous=d)

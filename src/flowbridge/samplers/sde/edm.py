@@ -27,22 +27,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SolveResult, Solver, register_solver
+from flowbridge.samplers.base import SolveResult, Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 
 
 @dataclass(frozen=True)
 class EDMState:
-    """Per-step times and scales (device tensors) and which steps take Heun's correction (Python)."""
+    r"""Per-step times (:class:`~flowbridge._utils.TimePoint`) and scales (Python floats): the churned
+    time of each step, its end, :math:`\alpha` at both and the churn and step sizes in :math:`\bar\sigma`."""
 
-    t: Tensor
-    t_hat: Tensor
-    alpha: Tensor
-    alpha_hat: Tensor
-    churn_std: Tensor
-    step_size: Tensor
+    t_hat: tuple[TimePoint, ...]
+    t_next: tuple[TimePoint, ...]
+    alpha: tuple[float, ...]
+    alpha_hat: tuple[float, ...]
+    churn_std: tuple[float, ...]
+    step_size: tuple[float, ...]
     corrected: tuple[bool, ...]
     noise: StepNoise
 
@@ -117,26 +119,28 @@ class EDMStochastic(Solver[EDMState]):
         g = grid.to(torch.float64)
         alpha, alpha_hat = schedule(g).alpha, schedule(co.t_hat).alpha
         churn_std = self.S_noise * torch.sqrt((co.sigma_hat**2 - co.sigma_bar[:-1] ** 2).clamp_min(0.0))
-        like = dict(device=x.device, dtype=x.dtype)
-        return EDMState(
-            t=g.to(**like), t_hat=co.t_hat.to(**like), alpha=alpha.to(**like), alpha_hat=alpha_hat.to(**like),
-            churn_std=churn_std.to(**like), step_size=(co.sigma_bar[1:] - co.sigma_hat).to(**like),
+        n = len(g) - 1
+        points = prepare_times(self.name, field, torch.cat([co.t_hat, g[1:]]), x, evaluates=("noise",))
+        return EDMState(  # sync-ok: CPU float64 coefficients, before the loop
+            t_hat=points[:n], t_next=points[n:], alpha=tuple(alpha.tolist()), alpha_hat=tuple(alpha_hat.tolist()),
+            churn_std=tuple(churn_std.tolist()), step_size=tuple((co.sigma_bar[1:] - co.sigma_hat).tolist()),
             corrected=tuple(bool(s > 0) for s in co.sigma_bar[1:]),
-            noise=StepNoise(times=tuple(float(v) for v in g)),
+            noise=StepNoise(times=tuple(g.tolist())),
         )
 
     def step(
         self, field: Field, x: Tensor, state: EDMState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, EDMState]:
-        x_bar = x / state.alpha[i]
+        x_bar = x * (1.0 / state.alpha[i])
         if self.S_churn > 0 and self.S_noise > 0:
-            x_bar = x_bar + state.churn_std[i] * step_normal(x, state.noise, i, generator)
-        slope = field.noise(state.alpha_hat[i] * x_bar, state.t_hat[i])
-        x_bar_next = x_bar + state.step_size[i] * slope
+            x_bar.add_(step_normal(x, state.noise, i, generator), alpha=state.churn_std[i])
+        h = state.step_size[i]
+        slope = field.noise(x_bar * state.alpha_hat[i], state.t_hat[i])
+        x_bar_next = torch.add(x_bar, slope, alpha=h)
         if state.corrected[i]:
-            slope_next = field.noise(state.alpha[i + 1] * x_bar_next, state.t[i + 1])
-            x_bar_next = x_bar + state.step_size[i] * 0.5 * (slope + slope_next)
-        return state.alpha[i + 1] * x_bar_next, state
+            slope_next = field.noise(x_bar_next * state.alpha[i + 1], state.t_next[i])
+            x_bar_next = combine(x_bar, 1.0, (0.5 * h, 0.5 * h), (slope, slope_next))
+        return x_bar_next * state.alpha[i + 1], state
 
     def solve(
         self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None,

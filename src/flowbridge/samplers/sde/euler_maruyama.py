@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, register_solver
+from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
@@ -40,12 +41,13 @@ __all__ = ["EulerMaruyama", "SDEGridState", "diffusion_levels", "natural_eps"]
 
 @dataclass(frozen=True)
 class SDEGridState:
-    """Grid, step sizes and the diffusion level at each step's start, on the state's device."""
+    """The step starts as :class:`~flowbridge._utils.TimePoint` s; step sizes, diffusion levels and
+    noise scales as Python floats (kernel arguments)."""
 
-    t: Tensor
-    h: Tensor
-    eps: Tensor
-    noise_std: Tensor
+    t: tuple[TimePoint, ...]
+    h: tuple[float, ...]
+    eps: tuple[float, ...]
+    noise_std: tuple[float, ...]
     noise: StepNoise
 
 
@@ -71,12 +73,12 @@ class ReverseSDESolver(Solver[SDEGridState]):
         self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None
     ) -> SDEGridState:
         levels = diffusion_levels(field, grid, self.noise_scale, self.eps, self.name)
-        grid64 = grid.to(torch.float64)
+        grid64 = grid.detach().to("cpu", torch.float64)
         h = grid64[1:] - grid64[:-1]
-        like = dict(device=x.device, dtype=x.dtype)
-        return SDEGridState(
-            t=grid64.to(**like), h=h.to(**like), eps=levels.to(**like), noise_std=torch.sqrt(2 * levels * h).to(**like),
-            noise=StepNoise(times=tuple(float(v) for v in grid64)),  # CPU grid: no device sync
+        return SDEGridState(  # sync-ok: CPU float64 grid, before the loop
+            t=prepare_times(self.name, field, grid64[:-1], x, evaluates=("sde_drift",)),
+            h=tuple(h.tolist()), eps=tuple(levels.tolist()), noise_std=tuple(torch.sqrt(2 * levels * h).tolist()),
+            noise=StepNoise(times=tuple(grid64.tolist())),
         )
 
 
@@ -97,4 +99,5 @@ class EulerMaruyama(ReverseSDESolver):
         self, field: Field, x: Tensor, state: SDEGridState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, SDEGridState]:
         drift = field.sde_drift(x, state.t[i], state.eps[i])
-        return x + state.h[i] * drift + state.noise_std[i] * step_normal(x, state.noise, i, generator), state
+        noise = step_normal(x, state.noise, i, generator)
+        return combine(x, 1.0, (state.h[i], state.noise_std[i]), (drift, noise)), state

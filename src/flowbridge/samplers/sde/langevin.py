@@ -24,7 +24,8 @@ from torch import Tensor
 
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource, randn_like
-from flowbridge.samplers.base import Solver, get_solver, register_solver
+from flowbridge._utils import TimePoint
+from flowbridge.samplers.base import Solver, get_solver, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, check_score_field, plain_generator
 
 # Keeps the step finite where the score vanishes (a sample exactly at a mode).
@@ -66,9 +67,9 @@ class LangevinCorrector:
 
 @dataclass(frozen=True)
 class PCState:
-    """The predictor's state and the grid on the state's device."""
+    """The predictor's state and the grid times (:class:`~flowbridge._utils.TimePoint`)."""
 
-    t: Tensor
+    t: tuple[TimePoint, ...]
     inner: Any
 
 
@@ -108,7 +109,8 @@ class PredictorCorrector(Solver[PCState]):
 
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None) -> PCState:
         plain_generator(generator, self.name, "the Langevin corrector")
-        return PCState(t=grid.to(device=x.device, dtype=x.dtype), inner=self.predictor.init(field, x, grid, generator=generator))
+        points = prepare_times(self.name, field, grid[:-1], x, evaluates=("score",))
+        return PCState(t=points, inner=self.predictor.init(field, x, grid, generator=generator))
 
     def step(
         self, field: Field, x: Tensor, state: PCState, i: int, *, generator: RandomSource | BrownianPath = None

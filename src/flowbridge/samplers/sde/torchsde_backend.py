@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SolveResult, Solver, register_solver
+from flowbridge.samplers.base import SolveResult, Solver, check_evaluable, register_solver
 from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
@@ -103,6 +103,7 @@ class TorchsdeSolver(Solver[None]):
             raise ValueError(f"{self.name} steps with one fixed dt: use grid='uniform' (got a non-uniform grid)")
         t0, t1 = float(g[0]), float(g[-1])
         check_eps_on_span(field, t0, t1, self.noise_scale, self.eps, self.name)
+        check_evaluable(self.name, field, g, evaluates=("sde_drift",))
         if isinstance(generator, BrownianPath):
             path = generator
             if path.t0 > t0 or path.t1 < t1 or path.shape != tuple(x.shape):
