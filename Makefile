@@ -6,7 +6,12 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install -c constraints.txt
 
-.PHONY: venv demo test test-slow bench bench-all docs clean
+# pytest-xdist workers where there are more than two cores (each worker then gets its share of
+# the cores, tests/conftest.py); on two cores one process with two threads is as fast.
+NPROC   := $(shell nproc 2>/dev/null || echo 1)
+WORKERS ?= $(if $(filter 1 2,$(NPROC)),,-n $(NPROC))
+
+.PHONY: venv demo test test-slow bench bench-all gpu-check docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,10 +28,17 @@ demo: $(STAMP)
 	$(BIN)/python -m flowbridge.demo --out outputs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(WORKERS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(WORKERS)
+
+# Every solver, SMC target and posterior sampler on the device against float64 CPU results, the
+# recipes fitted there, sampler overhead against diffusers: experiments/results/gpu.md.
+# DEVICE=auto uses CUDA where there is one; DEVICE=cpu is the smoke run the suite also does.
+DEVICE ?= auto
+gpu-check: $(VENV)/.bench
+	$(BIN)/python experiments/gpu_check.py --device $(DEVICE)
 
 $(VENV)/.bench: $(STAMP)
 	$(PIP) -q -e ".[bench]"

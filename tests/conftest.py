@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 
 from flowbridge.analytic import GaussianMixture
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist every worker would start one intra-op thread per core: 16 workers on 16
+    # cores would run 256 threads and spin. Share the cores instead.
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse-order", action="store_true", help="run the collected tests in reverse order")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The suite must not depend on test order: `pytest --reverse-order` checks it.
+    if config.getoption("--reverse-order"):
+        items.reverse()
 
 
 def ring_mixture(d: int, k: int = 4, radius: float = 3.0, var: float = 0.1, dtype: torch.dtype = torch.float64) -> GaussianMixture:
