@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 
 def check_state(x: object, name: str = "x") -> None:
     """Raises a TypeError unless ``x`` is a floating-point tensor with a batch dimension.
@@ -18,11 +20,11 @@ def check_state(x: object, name: str = "x") -> None:
     Metadata only (type, dtype, rank): no device synchronisation, so it may run inside step loops.
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...); got {type(x).__name__}")
+        raise ArgumentError(f"{name} must be a torch.Tensor of shape (batch, ...); got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+        raise ArgumentError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
     if x.ndim < 1:
-        raise ValueError(f"{name} must have a batch dimension, shape (batch, ...); got shape ()")
+        raise ArgumentError(f"{name} must have a batch dimension, shape (batch, ...); got shape ()")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,10 +70,10 @@ def as_time(t: Tensor | float | TimePoint, like: Tensor) -> Tensor:
             return t.tensor
         return t.tensor[0].to(like.dtype)  # another batch (e.g. a guided pair): the scalar broadcasts
     if not isinstance(t, (Tensor, numbers.Real)) or isinstance(t, bool):
-        raise TypeError(f"t must be a float or a tensor of times; got {type(t).__name__}")
+        raise ArgumentError(f"t must be a float or a tensor of times; got {type(t).__name__}")
     t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
     if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, like.shape[0])):
-        raise ValueError(
+        raise ArgumentError(
             f"t must be a scalar or have shape ({like.shape[0]},) to match x; got shape {tuple(t.shape)}"
         )
     return t
@@ -101,7 +103,7 @@ def check_unit_interval(t: Tensor | float, name: str = "t") -> None:
     else:
         return
     if bad:
-        raise ValueError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
+        raise ArgumentError(f"{name} must lie in [0, 1] (t=0 is the source, t=1 the target); got {t}")
 
 
 def host_to_device(values: Tensor, like: Tensor) -> Tensor:
@@ -132,11 +134,11 @@ def finite_number(value: object, name: str, *, positive: bool = False) -> float:
     """``value`` as a float; TypeError/ValueError naming ``name`` unless it is a finite real number
     (and, with ``positive``, > 0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite real number; got {type(value).__name__}")
+        raise ArgumentError(f"{name} must be a finite real number; got {type(value).__name__}")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number; got {value}")
+        raise ArgumentError(f"{name} must be a finite real number; got {value}")
     if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0; got {value}")
+        raise ArgumentError(f"{name} must be > 0; got {value}")
     return float(value)
 
 
@@ -147,10 +149,10 @@ def register_in(registry: dict[str, Any], kind: str, name: str, obj: Any) -> Non
     would change what every caller of that name gets.
     """
     if name in registry and registry[name] is not obj:
-        raise ValueError(f"{kind} name {name!r} is already registered")
+        raise ArgumentError(f"{kind} name {name!r} is already registered")
     registry[name] = obj
 
 
-def registry_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ValueError:
+def registry_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ArgumentError:
     """The error raised for an unknown name in any registry."""
-    return ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")
+    return ArgumentError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")

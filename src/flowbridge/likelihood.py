@@ -36,6 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
@@ -83,11 +84,11 @@ def _hutchinson_divergence(u: Tensor, x: Tensor, probe: Tensor, create_graph: bo
 
 def _default_prior(field: Field, t0: float) -> Callable[[Tensor], Tensor]:
     if isinstance(field.path, StochasticInterpolant):
-        raise ValueError(
+        raise ArgumentError(
             "a stochastic interpolant's source is a data set with no known density: pass prior_log_prob=callable"
         )
     if not isinstance(field.path, GaussianPath):
-        raise ValueError(f"this field's path {field.path!r} has no source density: pass prior_log_prob=callable")
+        raise ArgumentError(f"this field's path {field.path!r} has no source density: pass prior_log_prob=callable")
     sigma = float(field.path.schedule(torch.tensor(t0, dtype=torch.float64)).sigma)
 
     def log_prob(x: Tensor) -> Tensor:
@@ -143,25 +144,25 @@ def log_likelihood(
     import torchdiffeq
 
     if not isinstance(field, Field):
-        raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
+        raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
-        raise ValueError(f"x must be a floating tensor of shape (B, ...); got {type(x).__name__} {getattr(x, 'shape', '')}")
+        raise ArgumentError(f"x must be a floating tensor of shape (B, ...); got {type(x).__name__} {getattr(x, 'shape', '')}")
     if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
+        raise ArgumentError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
     if not isinstance(differentiable, bool):
-        raise TypeError(f"differentiable must be a bool; got {type(differentiable).__name__}")
+        raise ArgumentError(f"differentiable must be a bool; got {type(differentiable).__name__}")
     if not isinstance(exact_max_dim, int) or exact_max_dim < 0:
-        raise ValueError(f"exact_max_dim must be an integer >= 0; got {exact_max_dim!r}")
+        raise ArgumentError(f"exact_max_dim must be an integer >= 0; got {exact_max_dim!r}")
     if t_span is None:
         path = field.path
         t_span = (path.t_min, path.t_max) if isinstance(path, (GaussianPath, StochasticInterpolant)) else (0.0, 1.0)
     if not isinstance(t_span, (tuple, list)) or len(t_span) != 2:
-        raise ValueError(f"t_span must be a pair (t0, t1); got {t_span!r}")
+        raise ArgumentError(f"t_span must be a pair (t0, t1); got {t_span!r}")
     t0, t1 = float(t_span[0]), float(t_span[1])
     if not 0.0 <= t0 < t1 <= 1.0:
-        raise ValueError(f"t_span must satisfy 0 <= t0 < t1 <= 1; got {t_span}")
+        raise ArgumentError(f"t_span must satisfy 0 <= t0 < t1 <= 1; got {t_span}")
     if not bool(torch.isfinite(x).all()):  # sync-ok: validated once, before the ODE solve
-        raise ValueError("x must be finite; it contains NaN or inf")
+        raise ArgumentError("x must be finite; it contains NaN or inf")
     prior = prior_log_prob if prior_log_prob is not None else _default_prior(field, t0)
     dim = x[0].numel()
     use_hutchinson = dim > exact_max_dim if hutchinson is None else bool(hutchinson)

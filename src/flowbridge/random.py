@@ -15,6 +15,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 
 class StackedGenerators:
     """One ``torch.Generator`` per sample, seeded from ``seeds``.
@@ -28,9 +30,9 @@ class StackedGenerators:
         try:
             seeds = [operator.index(s) for s in seeds]  # ints, numpy or 0-d integer tensors
         except TypeError:
-            raise TypeError(f"seeds must be a sequence of integers; got {seeds!r}") from None
+            raise ArgumentError(f"seeds must be a sequence of integers; got {seeds!r}") from None
         if len(seeds) == 0:
-            raise ValueError("seeds must hold at least one seed")
+            raise ArgumentError("seeds must hold at least one seed")
         self.seeds = [int(s) for s in seeds]
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
 
@@ -39,13 +41,13 @@ class StackedGenerators:
 
     def randn(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> Tensor:
         if shape[0] != len(self.generators):
-            raise ValueError(f"batch size {shape[0]} disagrees with the number of seeds {len(self.generators)}")
+            raise ArgumentError(f"batch size {shape[0]} disagrees with the number of seeds {len(self.generators)}")
         draws = [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in self.generators]
         return torch.stack(draws).to(device)
 
     def rand(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> Tensor:
         if shape[0] != len(self.generators):
-            raise ValueError(f"batch size {shape[0]} disagrees with the number of seeds {len(self.generators)}")
+            raise ArgumentError(f"batch size {shape[0]} disagrees with the number of seeds {len(self.generators)}")
         draws = [torch.rand(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in self.generators]
         return torch.stack(draws).to(device)
 

@@ -39,8 +39,8 @@ FAST = settings(
 #: The larger sweep (``pytest -m slow tests/robustness``).
 THOROUGH = settings(FAST, max_examples=25)
 
-#: Seconds a single case may run before it counts as a hang.
-TIME_LIMIT = 20.0
+#: Seconds a single case may run before it counts as a hang (a real hang never ends).
+TIME_LIMIT = 60.0  # generous: a loaded machine or xdist worker must not turn a slow case into a "hang"
 
 DEFAULT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
 

@@ -52,8 +52,16 @@ DATA: dict[str, str] = {
     # exceptions
     **{n: "exception" for n in (
         "flowbridge.SamplingError", "flowbridge.couplings.CouplingError", "flowbridge.smc.WeightCollapseError",
-        "flowbridge.training.DataError",
+        "flowbridge.training.DataError", "flowbridge.errors.ArgumentError", "flowbridge.errors.CapabilityError",
+        "flowbridge.errors.ConfigError", "flowbridge.errors.DataError",
     )},
+    "flowbridge.errors.FlowbridgeError": "exception root",
+    # CUDA-graph capture: on a machine without CUDA each refuses with a CapabilityError
+    **{n: "cuda only" for n in (
+        "flowbridge.samplers.graphs.GraphedSampler", "flowbridge.samplers.graphs.check_graphable",
+        "flowbridge.samplers.graphs.graphed_solve",
+    )},
+    "flowbridge.samplers.diagnostics.LoopAudit": "diagnostic",
     # abstract protocols and base classes (their concrete subclasses are swept)
     **{n: "abstract" for n in (
         "flowbridge.Field", "flowbridge.bridges.BridgeField", "flowbridge.couplings.Coupling", "flowbridge.objectives.Objective",
@@ -145,6 +153,23 @@ def check_data(name: str, category: str) -> None:
         err = _exception_message(obj)
         assert "the message" in str(err), f"{name} must keep its message"
         assert issubclass(obj, (ValueError, RuntimeError)), f"{name} should be a ValueError or RuntimeError"
+    elif category == "exception root":
+        from flowbridge import errors
+
+        assert all(issubclass(getattr(errors, n), obj) for n in errors.__all__), "every flowbridge error derives from the root"
+    elif category == "cuda only":
+        from flowbridge import errors
+
+        field = resolve("flowbridge.GaussianMixture")(torch.ones(1), torch.zeros(1, 2), torch.ones(1)).field("vp")
+        solver = resolve("flowbridge.get_solver")("heun")
+        args = (solver, field, torch.zeros(2, 2), torch.linspace(0.0, 0.9, 3, dtype=torch.float64))
+        with pytest.raises(errors.CapabilityError, match="CUDA"):
+            obj(*args) if name.endswith("check_graphable") is False else obj(solver, torch.zeros(2, 2), None)
+    elif category == "diagnostic":
+        audit = obj("meta")
+        with audit:
+            torch.zeros(2, device="meta") * 2.0
+        assert audit.kernels["mul"] == 1 and not audit.host_reads
     elif category == "abstract":
         assert isinstance(obj, type)
         if inspect.isabstract(obj):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_unit_interval
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.bridges.sde import BridgeField
@@ -53,17 +54,17 @@ def _sym_sqrt(a: Tensor) -> tuple[Tensor, Tensor]:
 
 def _check_eps(eps: float) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0 (the Brownian reference's variance); got {eps!r}")
+        raise ArgumentError(f"eps must be a finite number > 0 (the Brownian reference's variance); got {eps!r}")
     return float(eps)
 
 
 def _check_spd(cov: Tensor, name: str, d: int) -> Tensor:
     if cov.shape != (d, d):
-        raise ValueError(f"{name} must have shape ({d}, {d}); got {tuple(cov.shape)}")
+        raise ArgumentError(f"{name} must have shape ({d}, {d}); got {tuple(cov.shape)}")
     if not torch.allclose(cov, cov.T, atol=1e-8 * float(cov.abs().max()) + 1e-12):
-        raise ValueError(f"{name} must be symmetric")
+        raise ArgumentError(f"{name} must be symmetric")
     if float(torch.linalg.eigvalsh(cov).min()) <= 0:
-        raise ValueError(f"{name} must be positive definite")
+        raise ArgumentError(f"{name} must be positive definite")
     return cov
 
 
@@ -99,7 +100,7 @@ class GaussianBridge:
         self.eps = _check_eps(eps)
         m0, m1 = (torch.as_tensor(m, dtype=torch.float64) for m in (mean0, mean1))
         if m0.ndim != 1 or m1.shape != m0.shape:
-            raise ValueError(f"mean0 and mean1 must be vectors of one dimension; got {tuple(m0.shape)} and {tuple(m1.shape)}")
+            raise ArgumentError(f"mean0 and mean1 must be vectors of one dimension; got {tuple(m0.shape)} and {tuple(m1.shape)}")
         d = m0.shape[0]
         s0 = _check_spd(torch.as_tensor(cov0, dtype=torch.float64), "cov0", d)
         s1 = _check_spd(torch.as_tensor(cov1, dtype=torch.float64), "cov1", d)
@@ -183,9 +184,9 @@ class GaussianBridge:
         r"""The bridge SDE drift :math:`b(x, t) = (E[X_1\mid X_t = x] - x)/(1 - t)` for :math:`t < 1`."""
         t = as_time(t, x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
         if t.device.type == "cpu" and bool((t >= 1).any()):
-            raise ValueError("GaussianBridge.drift is singular at t = 1 (the bridge is pinned); use t < 1")
+            raise ArgumentError("GaussianBridge.drift is singular at t = 1 (the bridge is pinned); use t < 1")
         a, offset = self._drift_coefficients(t.reshape(-1).to("cpu", torch.float64))  # sync-ok: tiny d x d solve
         a, offset = a.to(x), offset.to(x)
         return torch.einsum("bij,bj->bi", a.expand(x.shape[0], -1, -1), x) + offset.expand(x.shape[0], -1)
@@ -251,7 +252,7 @@ class EOTBenchmarkPair:
     def __init__(self, dim: int, eps: float, seed: int = 0, n_source_components: int = 3, n_components: int = 5) -> None:
         for name, value in (("dim", dim), ("n_source_components", n_source_components), ("n_components", n_components)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
         self.dim, self.eps, self.seed = dim, _check_eps(eps), int(seed)
         g = torch.Generator().manual_seed(self.seed)
         f64 = torch.float64
@@ -283,7 +284,7 @@ class EOTBenchmarkPair:
     def conditional(self, x: Tensor) -> MixtureConditional:
         r"""The exact :math:`\pi(\cdot\mid x)` for sources ``x`` (B, d) as a :class:`MixtureConditional`."""
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}); got {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, {self.dim}); got {tuple(x.shape)}")
         x64 = x.to(torch.float64)
         logits = self._weight_mixture.component_log_prob(x64)  # log p_k + log N(x | mu_k, Sigma_k + eps I)
         means = self._cond_base + torch.einsum("kij,bj->bki", self._cond_gain, x64)

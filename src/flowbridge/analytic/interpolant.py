@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.fields.base import Field
@@ -66,20 +67,20 @@ class GaussianMixtureInterpolantField(Field):
     def __init__(self, source: GaussianMixture, target: GaussianMixture, interpolant: StochasticInterpolant | None = None) -> None:
         interpolant = interpolant if interpolant is not None else StochasticInterpolant()
         if not isinstance(source, GaussianMixture) or not isinstance(target, GaussianMixture):
-            raise TypeError(
+            raise ArgumentError(
                 f"source and target must be GaussianMixture; got {type(source).__name__}, {type(target).__name__}"
             )
         if source.dim != target.dim:
-            raise ValueError(f"source and target must have the same dimension; got {source.dim} and {target.dim}")
+            raise ArgumentError(f"source and target must have the same dimension; got {source.dim} and {target.dim}")
         super().__init__(interpolant, "velocity")
         self.source, self.target, self.interpolant = source, target, interpolant
 
     def _flat(self, x: Tensor) -> Tensor:
         check_state(x)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.source.dim:
-            raise ValueError(f"x must have {self.source.dim} features per sample; got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have {self.source.dim} features per sample; got shape {tuple(x.shape)}")
         if x.dtype in (torch.float16, torch.bfloat16):
-            raise TypeError(f"x must be float32 or float64 (Cholesky has no half-precision kernel); got dtype {x.dtype}")
+            raise ArgumentError(f"x must be float32 or float64 (Cholesky has no half-precision kernel); got dtype {x.dtype}")
         return x.reshape(x.shape[0], self.source.dim)
 
     def _posterior(self, x: Tensor, t: Tensor | float) -> dict[str, Tensor]:

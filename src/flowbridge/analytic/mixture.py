@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
@@ -44,35 +45,35 @@ class GaussianMixture:
     def __init__(self, weights: Tensor, means: Tensor, covs: Tensor) -> None:
         for name, value in (("weights", weights), ("means", means), ("covs", covs)):
             if not isinstance(value, (Tensor, list, tuple)):
-                raise TypeError(f"{name} must be a tensor; got {type(value).__name__}")
+                raise ArgumentError(f"{name} must be a tensor; got {type(value).__name__}")
         means = torch.as_tensor(means)
         if not means.is_floating_point():
             means = means.to(torch.get_default_dtype())
         weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
         covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
         if means.ndim != 2:
-            raise ValueError(f"means must have shape (K, d); got {tuple(means.shape)}")
+            raise ArgumentError(f"means must have shape (K, d); got {tuple(means.shape)}")
         k, d = means.shape
         if weights.shape != (k,):
-            raise ValueError(f"weights must have shape ({k},) to match means; got {tuple(weights.shape)}")
+            raise ArgumentError(f"weights must have shape ({k},) to match means; got {tuple(weights.shape)}")
         if not torch.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError("weights must be finite and non-negative")
+            raise ArgumentError("weights must be finite and non-negative")
         tol = 1e-5 if means.dtype != torch.float64 else 1e-9
         if abs(float(weights.sum()) - 1.0) > tol:
-            raise ValueError(f"weights must sum to 1; they sum to {float(weights.sum()):.8g}")
+            raise ArgumentError(f"weights must sum to 1; they sum to {float(weights.sum()):.8g}")
         if covs.shape == (k,):
             covs = covs[:, None, None] * torch.eye(d, dtype=means.dtype, device=means.device)
         elif covs.shape == (k, d):
             covs = torch.diag_embed(covs)
         if covs.shape != (k, d, d):
-            raise ValueError(f"covs must have shape ({k}, {d}, {d}), ({k}, {d}) or ({k},); got {tuple(covs.shape)}")
+            raise ArgumentError(f"covs must have shape ({k}, {d}, {d}), ({k}, {d}) or ({k},); got {tuple(covs.shape)}")
         if not (bool(torch.isfinite(means).all()) and bool(torch.isfinite(covs).all())):
-            raise ValueError("means and covs must be finite")
+            raise ArgumentError("means and covs must be finite")
         if not torch.allclose(covs, covs.transpose(-1, -2), atol=1e-6 * float(covs.abs().max()) + 1e-12):
-            raise ValueError("covs must be symmetric")
+            raise ArgumentError("covs must be symmetric")
         evals, evecs = torch.linalg.eigh(covs)
         if not (evals > 0).all():
-            raise ValueError(f"covs must be positive definite; smallest eigenvalue {float(evals.min()):.3g}")
+            raise ArgumentError(f"covs must be positive definite; smallest eigenvalue {float(evals.min()):.3g}")
         self.weights, self.means, self.covs = weights, means, covs
         self.eigvals, self.eigvecs = evals, evecs
 
@@ -177,7 +178,7 @@ class GaussianMixtureField(Field):
     def _flat(self, x: Tensor) -> Tensor:
         check_state(x)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.mixture.dim:
-            raise ValueError(f"x must have {self.mixture.dim} features per sample; got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have {self.mixture.dim} features per sample; got shape {tuple(x.shape)}")
         return x.reshape(x.shape[0], self.mixture.dim)  # an explicit width: -1 is ambiguous for B = 0
 
     def _means(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -233,7 +234,7 @@ def gaussian_flow_map(
     """
     check_state(x, "x")
     if x.ndim != 2 or x.shape[1] != mean.shape[-1]:
-        raise ValueError(f"x must have shape (B, {mean.shape[-1]}); got {tuple(x.shape)}")
+        raise ArgumentError(f"x must have shape (B, {mean.shape[-1]}); got {tuple(x.shape)}")
     check_unit_interval(float(t_start), "t_start")
     check_unit_interval(float(t_end), "t_end")
     ell, u = torch.linalg.eigh(cov.to(x))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.fields.base import Field
@@ -41,13 +42,13 @@ def _check_linear_gaussian(matrix: Tensor, sigma_y: float, y: Tensor, d: int) ->
     check_state(y, "y")
     for name, value in (("matrix", matrix), ("y", y)):
         if not bool(torch.isfinite(value).all()):  # sync-ok: ground truth, computed once
-            raise ValueError(f"{name} must be finite; it contains NaN or inf")
+            raise ArgumentError(f"{name} must be finite; it contains NaN or inf")
     if matrix.ndim != 2 or matrix.shape[1] != d:
-        raise ValueError(f"matrix must have shape (d_y, {d}); got {tuple(matrix.shape)}")
+        raise ArgumentError(f"matrix must have shape (d_y, {d}); got {tuple(matrix.shape)}")
     if y.shape != (matrix.shape[0],):
-        raise ValueError(f"y must have shape ({matrix.shape[0]},) to match the matrix; got {tuple(y.shape)}")
+        raise ArgumentError(f"y must have shape ({matrix.shape[0]},) to match the matrix; got {tuple(y.shape)}")
     if not (isinstance(sigma_y, (int, float)) and sigma_y > 0 and math.isfinite(sigma_y)):
-        raise ValueError(f"sigma_y must be a finite positive number; got {sigma_y!r}")
+        raise ArgumentError(f"sigma_y must be a finite positive number; got {sigma_y!r}")
 
 
 def gaussian_posterior(mean: Tensor, cov: Tensor, matrix: Tensor, sigma_y: float, y: Tensor) -> GaussianPosterior:
@@ -56,10 +57,10 @@ def gaussian_posterior(mean: Tensor, cov: Tensor, matrix: Tensor, sigma_y: float
     check_state(mean, "mean")
     check_state(cov, "cov")
     if cov.shape != (mean.shape[0], mean.shape[0]):
-        raise ValueError(f"cov must have shape ({mean.shape[0]}, {mean.shape[0]}) to match mean; got {tuple(cov.shape)}")
+        raise ArgumentError(f"cov must have shape ({mean.shape[0]}, {mean.shape[0]}) to match mean; got {tuple(cov.shape)}")
     evals = torch.linalg.eigvalsh(cov)
     if not bool(torch.isfinite(evals).all()) or float(evals.min()) < -1e-9 * max(1.0, float(evals.abs().max())):  # sync-ok: once
-        raise ValueError(f"cov must be a finite positive semi-definite matrix; eigenvalues {evals.tolist()}")
+        raise ArgumentError(f"cov must be a finite positive semi-definite matrix; eigenvalues {evals.tolist()}")
     _check_linear_gaussian(matrix, sigma_y, y, mean.shape[0])
     s = matrix @ cov @ matrix.T + sigma_y**2 * torch.eye(matrix.shape[0], dtype=cov.dtype, device=cov.device)
     gain = torch.linalg.solve(s, matrix @ cov).T  # cov A^T S^{-1}
@@ -110,9 +111,9 @@ class GMMInverseProblem:
 
     def __init__(self, d: int, d_y: int, seed: int, dtype: torch.dtype = torch.float64) -> None:
         if not isinstance(d, int) or d < 2 or d % 2:
-            raise ValueError(f"d must be an even integer >= 2 (the 2-D grid is tiled d/2 times); got {d!r}")
+            raise ArgumentError(f"d must be an even integer >= 2 (the 2-D grid is tiled d/2 times); got {d!r}")
         if not isinstance(d_y, int) or not 1 <= d_y <= d:
-            raise ValueError(f"d_y must be an integer in [1, d]; got {d_y!r}")
+            raise ArgumentError(f"d_y must be an integer in [1, d]; got {d_y!r}")
         gen = torch.Generator().manual_seed(int(seed))
         grid = torch.arange(-2, 3, dtype=dtype) * -8.0
         pairs = torch.cartesian_prod(grid, grid)  # (25, 2): (-8i, -8j)

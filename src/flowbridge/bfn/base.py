@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state, check_unit_interval
 from flowbridge.random import RandomSource, rand
 
@@ -81,16 +82,16 @@ def step_index(t: Tensor, n_steps: int) -> tuple[Tensor, Tensor]:
 def check_n_steps(n_steps: int, name: str = "n_steps") -> int:
     """Validates a step count: an int >= 1."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {n_steps!r}")
+        raise ArgumentError(f"{name} must be an integer >= 1; got {n_steps!r}")
     return n_steps
 
 
 def check_times(t: Tensor, x: Tensor) -> Tensor:
     """Validates training times: a (B,) tensor matching ``x``'s batch (cast to ``x``'s dtype)."""
     if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a tensor of shape (B,); got {type(t).__name__}")
+        raise ArgumentError(f"t must be a tensor of shape (B,); got {type(t).__name__}")
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must have shape ({x.shape[0]},) to match x; got {tuple(t.shape)}")
+        raise ArgumentError(f"t must have shape ({x.shape[0]},) to match x; got {tuple(t.shape)}")
     check_unit_interval(t)  # host-side times only: no device sync
     if x.is_floating_point():
         return t.to(x.dtype)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, step_index, sum_over_dims
 from flowbridge.bfn.schedules import ContinuousBFNSchedule, check_sigma1
@@ -102,12 +103,12 @@ class ContinuousBFN:
     ) -> None:
         self.sigma1 = check_sigma1(sigma1)
         if parametrisation not in PARAMETRISATIONS:
-            raise ValueError(f"parametrisation must be one of {list(PARAMETRISATIONS)}; got {parametrisation!r}")
+            raise ArgumentError(f"parametrisation must be one of {list(PARAMETRISATIONS)}; got {parametrisation!r}")
         if not isinstance(data_std, (int, float)) or not data_std > 0:
-            raise ValueError(f"data_std must be > 0; got {data_std!r}")
+            raise ArgumentError(f"data_std must be > 0; got {data_std!r}")
         if clip is not None:
             if len(clip) != 2 or not float(clip[0]) < float(clip[1]):
-                raise ValueError(f"clip must be None or (low, high) with low < high; got {clip!r}")
+                raise ArgumentError(f"clip must be None or (low, high) with low < high; got {clip!r}")
             clip = (float(clip[0]), float(clip[1]))
         self.parametrisation = parametrisation
         self.data_std = float(data_std)
@@ -122,11 +123,11 @@ class ContinuousBFN:
     def check_data(self, x: Tensor) -> None:
         """Raises a TypeError / ValueError unless ``x`` is a finite floating (B, ...) batch."""
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor of shape (B, ...); got {getattr(x, 'dtype', type(x).__name__)}")
+            raise ArgumentError(f"x must be a floating-point tensor of shape (B, ...); got {getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim < 2:
-            raise ValueError(f"x must have shape (B, *dims); got {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, *dims); got {tuple(x.shape)}")
         if not bool(torch.isfinite(x).all()):  # sync-ok: input validation, once per call
-            raise ValueError("x contains non-finite values")
+            raise ArgumentError("x contains non-finite values")
 
     # ------------------------------------------------------------------ Bayesian flow
     def gamma(self, t: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
 from flowbridge.bfn.continuous import BFNField
@@ -69,7 +70,7 @@ class DiscreteBFN:
         self.num_classes = check_num_classes(num_classes)
         self.beta1 = check_beta1(beta1)
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {list(LAYOUTS)}; got {layout!r}")
+            raise ArgumentError(f"layout must be one of {list(LAYOUTS)}; got {layout!r}")
         self.layout = layout
         self.logit_skip = bool(logit_skip)
         self.schedule = DiscreteBFNSchedule(beta1=self.beta1, num_classes=self.num_classes)
@@ -82,16 +83,16 @@ class DiscreteBFN:
     def check_data(self, x: Tensor) -> None:
         """Raises a TypeError unless ``x`` is an integer tensor, a ValueError unless its values lie in [0, K)."""
         if not isinstance(x, Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(
+            raise ArgumentError(
                 f"discrete data must be an integer tensor of class indices in [0, {self.num_classes}); "
                 f"got {getattr(x, 'dtype', type(x).__name__)}"
             )
         if x.ndim < 2:
-            raise ValueError(f"x must have shape (B, *positions); got {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, *positions); got {tuple(x.shape)}")
         # sync-ok: input validation, once per call
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi >= self.num_classes:
-            raise ValueError(
+            raise ArgumentError(
                 f"discrete data must take values in [0, {self.num_classes}) for num_classes={self.num_classes}; "
                 f"got values in [{lo}, {hi}]"
             )
@@ -136,7 +137,7 @@ class DiscreteBFN:
         if self.layout == "flat":
             return inp.reshape(inp.shape[0], -1)
         if inp.ndim < 4:
-            raise ValueError(f"layout='channels' needs positions (C, H, W, ...); got data positions {tuple(inp.shape[1:-1])}")
+            raise ArgumentError(f"layout='channels' needs positions (C, H, W, ...); got data positions {tuple(inp.shape[1:-1])}")
         moved = inp.movedim(-1, 2)  # (B, C, K, *spatial)
         return moved.reshape(moved.shape[0], -1, *moved.shape[3:])
 
@@ -145,7 +146,7 @@ class DiscreteBFN:
         t = as_time(t, y)  # checks the state's type and the times' shape once, metadata only
         out = call_net(net, self.network_input(torch.softmax(y, dim=-1)), t, {})
         if out.numel() != y.numel():
-            raise ValueError(
+            raise ArgumentError(
                 f"a discrete BFN's network must output K={self.num_classes} logits per position: {y.numel() // y.shape[0]} "
                 f"values per datum; got output shape {tuple(out.shape)}"
             )

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
 from flowbridge.bfn.continuous import _TINY, ContinuousBFN
@@ -94,12 +95,12 @@ class DiscretizedBFN(ContinuousBFN):
         super().check_data(x)
         # sync-ok: input validation, once per call
         if bool(((x < -1) | (x > 1)).any()):
-            raise ValueError(f"discretized data must lie in [-1, 1]; got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+            raise ArgumentError(f"discretized data must lie in [-1, 1]; got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
         pos = (x + 1) * self.num_bins / 2 - 0.5
         off = (pos - torch.round(pos)).abs()
         if bool((off > 1e-3).any()):
             levels = torch.unique(x.detach().reshape(-1)).numel()
-            raise ValueError(
+            raise ArgumentError(
                 f"discretized data must lie on the num_bins={self.num_bins} bin centres (2k-1)/{self.num_bins} - 1; "
                 f"found values off the centres (the data have {levels} distinct values; quantise them with "
                 f"DiscretizedBFN.quantise or set num_bins to the data's level count)"
@@ -111,7 +112,7 @@ class DiscretizedBFN(ContinuousBFN):
         t = as_time(t, mu)  # checks the state's type and the times' shape once, metadata only
         out = self._net_output(net, self._scaled_input(mu, t), t)
         if out.shape[1] != 2 * mu.shape[1] or out.shape[2:] != mu.shape[2:]:
-            raise ValueError(
+            raise ArgumentError(
                 f"a discretized BFN's network must output 2 values per dimension: shape (B, {2 * mu.shape[1]}, ...) "
                 f"for input {tuple(mu.shape)}; got {tuple(out.shape)} (set the net's out_dim / out_channels)"
             )

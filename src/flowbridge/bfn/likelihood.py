@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.bfn.base import LikelihoodBound, check_n_steps, flat_dims
 from flowbridge.random import RandomSource, rand
 
@@ -40,11 +41,11 @@ def nll_bound(
         generator: the randomness of ``t`` and the flow.
     """
     if not isinstance(x, Tensor):  # discrete data are integer tensors, so only the type is checked here
-        raise TypeError(f"x must be a tensor of data (B, ...); got {type(x).__name__}")
+        raise ArgumentError(f"x must be a tensor of data (B, ...); got {type(x).__name__}")
     if n_steps is not None:
         check_n_steps(n_steps)
     if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1; got {repeats!r}")
+        raise ArgumentError(f"repeats must be an integer >= 1; got {repeats!r}")
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     diffusion, reconstruction = [], []
     for start in range(0, x.shape[0], batch_size):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.bfn.base import check_n_steps, step_index, sum_over_dims
 from flowbridge.bfn.schedules import ContinuousBFNSchedule
 from flowbridge.fields.base import Field
@@ -34,7 +35,7 @@ class BFNLoss:
         if n_steps is not None:
             check_n_steps(n_steps)
         if normaliser not in ("dims", "none"):
-            raise ValueError(f"normaliser must be 'dims' or 'none'; got {normaliser!r}")
+            raise ArgumentError(f"normaliser must be 'dims' or 'none'; got {normaliser!r}")
         self.bfn, self.n_steps, self.normaliser = bfn, n_steps, normaliser
 
     def __call__(self, net: nn.Module, x: Tensor, t: Tensor, *, generator: RandomSource = None) -> ObjectiveOutput:
@@ -73,7 +74,7 @@ class ContinuousBFNObjective(Objective):
 
     def __init__(self, path: GaussianPath, n_steps: int | None = None) -> None:
         if not isinstance(path, GaussianPath) or not isinstance(path.schedule, ContinuousBFNSchedule):
-            raise TypeError(
+            raise ArgumentError(
                 "ContinuousBFNObjective needs path=GaussianPath(ContinuousBFNSchedule(sigma1)); "
                 f"got {getattr(path, 'schedule', path)!r}"
             )

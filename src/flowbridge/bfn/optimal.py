@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state
 
 from flowbridge.analytic import GaussianMixture
@@ -43,7 +44,7 @@ class MixturePosteriorMean(nn.Module):
     def forward(self, mu: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         check_state(mu, "mu")
         if mu.ndim < 2 or math.prod(mu.shape[1:]) != self.mixture.dim:
-            raise ValueError(f"mu must have {self.mixture.dim} features per sample; got shape {tuple(mu.shape)}")
+            raise ArgumentError(f"mu must have {self.mixture.dim} features per sample; got shape {tuple(mu.shape)}")
         # The mixture's eigendecomposition has no half-precision kernel: work in at least float32.
         work = torch.promote_types(mu.dtype, torch.float32)
         flat = mu.reshape(mu.shape[0], self.mixture.dim).to(work)
@@ -64,7 +65,7 @@ class IndependentCategoricalPosterior(nn.Module):
         super().__init__()
         check_state(probs, "probs")
         if probs.ndim != 2 or probs.shape[0] == 0 or not torch.allclose(probs.sum(-1), torch.ones((), dtype=probs.dtype), atol=1e-6):
-            raise ValueError(f"probs must be (P, K) with rows summing to 1; got shape {tuple(probs.shape)}")
+            raise ArgumentError(f"probs must be (P, K) with rows summing to 1; got shape {tuple(probs.shape)}")
         self.register_buffer("log_probs", torch.log(probs))
 
     def forward(self, inputs: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:

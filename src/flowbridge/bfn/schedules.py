@@ -62,13 +62,14 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.schedules import Schedule, ScheduleValues, register_schedule
 
 
 def check_sigma1(sigma1: float) -> float:
     """Validates the continuous BFN's final standard deviation ``sigma1`` in (0, 1)."""
     if isinstance(sigma1, bool) or not isinstance(sigma1, (int, float)) or not 0.0 < float(sigma1) < 1.0:
-        raise ValueError(
+        raise ArgumentError(
             f"sigma1 must lie in the open interval (0, 1) (the input distribution's standard deviation at t=1, "
             f"e.g. 0.001 for 256-level images, sqrt(1e-3) for 16 levels); got {sigma1!r}"
         )
@@ -78,14 +79,14 @@ def check_sigma1(sigma1: float) -> float:
 def check_beta1(beta1: float) -> float:
     """Validates the discrete BFN's final accuracy ``beta1 > 0``."""
     if isinstance(beta1, bool) or not isinstance(beta1, (int, float)) or not math.isfinite(beta1) or beta1 <= 0:
-        raise ValueError(f"beta1 must be a finite number > 0 (the accuracy beta(1)); got {beta1!r}")
+        raise ArgumentError(f"beta1 must be a finite number > 0 (the accuracy beta(1)); got {beta1!r}")
     return float(beta1)
 
 
 def check_num_classes(num_classes: int, name: str = "num_classes") -> int:
     """Validates a category or bin count: an int >= 2."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"{name} must be an integer >= 2; got {num_classes!r}")
+        raise ArgumentError(f"{name} must be an integer >= 2; got {num_classes!r}")
     return num_classes
 
 

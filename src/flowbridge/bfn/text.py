@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.training.data import DataSplits, GenerativeDataModule
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
@@ -67,7 +68,7 @@ def encode(text: str) -> Tensor:
     try:
         return torch.tensor([lookup[c] for c in text], dtype=torch.long)
     except KeyError as exc:
-        raise ValueError(f"text must use only {ALPHABET!r} (normalise it first); found {exc.args[0]!r}") from None
+        raise ArgumentError(f"text must use only {ALPHABET!r} (normalise it first); found {exc.args[0]!r}") from None
 
 
 def decode(indices: Tensor) -> str:
@@ -90,9 +91,9 @@ class CharText(GenerativeDataModule):
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
         if not isinstance(seq_len, int) or seq_len < 2:
-            raise ValueError(f"seq_len must be an integer >= 2; got {seq_len!r}")
+            raise ArgumentError(f"seq_len must be an integer >= 2; got {seq_len!r}")
         if not 0.0 < val_fraction < 0.5:
-            raise ValueError(f"val_fraction must lie in (0, 0.5); got {val_fraction}")
+            raise ArgumentError(f"val_fraction must lie in (0, 0.5); got {val_fraction}")
         self.seq_len, self.val_fraction = seq_len, float(val_fraction)
 
     @property

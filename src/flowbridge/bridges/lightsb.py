@@ -42,6 +42,7 @@ from dataclasses import field as dataclass_field
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bridges.sde import BridgeField, check_eps
 from flowbridge.random import RandomSource, rand, randn_like
@@ -86,17 +87,17 @@ def check_samples(x: Tensor, name: str, dim: int | None = None, *, finite: bool 
     ``finite=True`` also refuses NaN/inf (a host sync: for data handed to a fit, checked once).
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, d); got {type(x).__name__}")
+        raise ArgumentError(f"{name} must be a torch.Tensor of shape (N, d); got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+        raise ArgumentError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
     if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, d); got {tuple(x.shape)}")
+        raise ArgumentError(f"{name} must have shape (N, d); got {tuple(x.shape)}")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} has dimension {x.shape[1]} but the model has dim={dim}")
+        raise ArgumentError(f"{name} has dimension {x.shape[1]} but the model has dim={dim}")
     if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one sample; got an empty batch {tuple(x.shape)}")
+        raise ArgumentError(f"{name} must hold at least one sample; got an empty batch {tuple(x.shape)}")
     if finite and x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # sync-ok: once per fit
-        raise ValueError(f"{name} must be finite; it contains NaN or inf")
+        raise ArgumentError(f"{name} must be finite; it contains NaN or inf")
     return x
 
 
@@ -122,11 +123,11 @@ class LightSB(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("n_potentials", n_potentials)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
         if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {COVARIANCES}; got {covariance!r}")
+            raise ArgumentError(f"covariance must be one of {COVARIANCES}; got {covariance!r}")
         if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0; got {init_scale}")
+            raise ArgumentError(f"init_scale must be > 0; got {init_scale}")
         self.dim, self.n_potentials, self.eps = dim, n_potentials, check_eps(eps)
         self.covariance = covariance
         self.log_alpha = nn.Parameter(torch.zeros(n_potentials))
@@ -170,7 +171,7 @@ class LightSB(nn.Module):
     def _check_x(self, x: Tensor, name: str = "x") -> Tensor:
         check_samples(x, name, self.dim)
         if x.dtype != self.r.dtype:  # metadata only; torch's own message names neither x nor the fix
-            raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {self.r.dtype}; use model.to({name}.dtype)")
+            raise ArgumentError(f"{name} has dtype {x.dtype} but the model's parameters are {self.r.dtype}; use model.to({name}.dtype)")
         return x
 
     # ------------------------------------------------------------------ the LightSB objective
@@ -242,7 +243,7 @@ class LightSB(nn.Module):
         self._check_x(y, "y")
         mix = self.conditional(x)
         if y.shape[0] != x.shape[0]:
-            raise ValueError(f"y and x must have the same number of rows; got {y.shape[0]} and {x.shape[0]}")
+            raise ArgumentError(f"y and x must have the same number of rows; got {y.shape[0]} and {x.shape[0]}")
         diff = (y[:, None, :] - mix.means).permute(1, 2, 0)  # (K, d, B)
         white = torch.linalg.solve_triangular(mix.scale_tril, diff, upper=False)
         maha = (white**2).sum(1).T  # (B, K)
@@ -309,7 +310,7 @@ class LightSB(nn.Module):
         r"""Sets the centres :math:`r_k` to ``K`` distinct target samples (the reference initialisation)."""
         check_samples(x1, "x1", self.dim)
         if x1.shape[0] < self.n_potentials:
-            raise ValueError(
+            raise ArgumentError(
                 f"x1 has {x1.shape[0]} samples but n_potentials={self.n_potentials}: LightSB initialises each "
                 "potential at a distinct target sample; pass more samples or lower n_potentials"
             )
@@ -353,20 +354,20 @@ class LightSB(nn.Module):
         check_samples(x0, "x0", finite=True)
         check_samples(x1, "x1", finite=True)
         if x0.shape[1] != x1.shape[1]:
-            raise ValueError(f"x0 and x1 must have the same dimension; got {x0.shape[1]} and {x1.shape[1]}")
+            raise ArgumentError(f"x0 and x1 must have the same dimension; got {x0.shape[1]} and {x1.shape[1]}")
         check_samples(x0, "x0", self.dim)
         if x0.shape[0] < 2:
-            raise ValueError(f"x0 must hold at least 2 samples; got {x0.shape[0]}")
+            raise ArgumentError(f"x0 must hold at least 2 samples; got {x0.shape[0]}")
         if x1.shape[0] < self.n_potentials:
-            raise ValueError(
+            raise ArgumentError(
                 f"x1 has {x1.shape[0]} samples, fewer than n_potentials={self.n_potentials}; pass at least as many "
                 "target samples as potentials (more is better) or lower n_potentials"
             )
         for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
         if not lr > 0 or (lr_final is not None and not lr_final > 0):
-            raise ValueError(f"lr and lr_final must be > 0; got {lr} and {lr_final}")
+            raise ArgumentError(f"lr and lr_final must be > 0; got {lr} and {lr_final}")
         if init_centres:
             self.init_from_target(x1, generator=generator)
         opt = torch.optim.Adam(self.parameters(), lr=lr)

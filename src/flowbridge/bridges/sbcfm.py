@@ -25,6 +25,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bridges.lightsb import FitHistory, check_samples
 from flowbridge.bridges.sde import BridgeField, check_eps
@@ -56,7 +57,7 @@ class SBCFMBridgeField(BridgeField):
         sigma = field.interpolant.gamma_scale
         super().__init__(sigma**2)
         if not 0 < t_clip < 0.5:
-            raise ValueError(f"t_clip must lie in (0, 0.5); got {t_clip}")
+            raise ArgumentError(f"t_clip must lie in (0, 0.5); got {t_clip}")
         self.inner, self.sigma, self.t_clip = field, sigma, float(t_clip)
 
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
@@ -103,14 +104,14 @@ class SBCFM(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim!r}")
+            raise ArgumentError(f"dim must be a positive integer; got {dim!r}")
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a finite number > 0 (bridge noise; eps = sigma**2); got {sigma!r}")
+            raise ArgumentError(f"sigma must be a finite number > 0 (bridge noise; eps = sigma**2); got {sigma!r}")
         sigma = float(sigma)
         self.dim, self.sigma = dim, sigma
         self.reg = 2 * sigma**2 if reg is None else check_eps(reg, "reg")
         if not 0 <= t_margin < 0.5:
-            raise ValueError(f"t_margin must lie in [0, 0.5); got {t_margin}")
+            raise ArgumentError(f"t_margin must lie in [0, 0.5); got {t_margin}")
         self.t_margin = float(t_margin)
         self.bridge = BrownianBridge(sigma)
         self.field = InterpolantField(
@@ -123,7 +124,7 @@ class SBCFM(nn.Module):
         elif sinkhorn_method == "sinkhorn_log":
             self.coupling = LogSinkhornCoupling(reg=self.reg)
         else:
-            raise ValueError(f"sinkhorn_method must be 'sinkhorn' or 'sinkhorn_log'; got {sinkhorn_method!r}")
+            raise ArgumentError(f"sinkhorn_method must be 'sinkhorn' or 'sinkhorn_log'; got {sinkhorn_method!r}")
         self.objective = InterpolantObjective(self.bridge)
 
     @property
@@ -163,10 +164,10 @@ class SBCFM(nn.Module):
         check_samples(x0, "x0", finite=True)
         check_samples(x1, "x1", finite=True)
         if x0.shape[1] != x1.shape[1] or x0.shape[1] != self.dim:
-            raise ValueError(f"x0 and x1 must both have dimension dim={self.dim}; got {x0.shape[1]} and {x1.shape[1]}")
+            raise ArgumentError(f"x0 and x1 must both have dimension dim={self.dim}; got {x0.shape[1]} and {x1.shape[1]}")
         for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
         opt = torch.optim.Adam(self.field.parameters(), lr=lr)
         history, start = FitHistory(), time.perf_counter()
         for step in range(steps):

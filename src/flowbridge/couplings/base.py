@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource
 
 
@@ -29,19 +30,19 @@ class CoupledBatch:
 def check_pair_shapes(x0: Tensor, x1: Tensor, *, same_batch: bool) -> None:
     """Raises ValueError unless ``x0`` and ``x1`` are batches of samples of one shape."""
     if not isinstance(x0, Tensor) or not isinstance(x1, Tensor):
-        raise TypeError(f"x0 and x1 must be tensors; got {type(x0).__name__} and {type(x1).__name__}")
+        raise ArgumentError(f"x0 and x1 must be tensors; got {type(x0).__name__} and {type(x1).__name__}")
     if not (x0.is_floating_point() and x1.is_floating_point()):
-        raise TypeError(f"x0 and x1 must be floating-point tensors; got dtypes {x0.dtype} and {x1.dtype}")
+        raise ArgumentError(f"x0 and x1 must be floating-point tensors; got dtypes {x0.dtype} and {x1.dtype}")
     if x0.ndim < 2 or x1.ndim < 2:
-        raise ValueError(f"x0 and x1 must have shape (B, ...); got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        raise ArgumentError(f"x0 and x1 must have shape (B, ...); got {tuple(x0.shape)} and {tuple(x1.shape)}")
     if x0.shape[0] == 0 or x1.shape[0] == 0:
-        raise ValueError(f"x0 and x1 must hold at least one sample each (an empty batch); got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        raise ArgumentError(f"x0 and x1 must hold at least one sample each (an empty batch); got {tuple(x0.shape)} and {tuple(x1.shape)}")
     if x0.shape[1:] != x1.shape[1:]:
-        raise ValueError(
+        raise ArgumentError(
             f"x0 and x1 must hold samples of one shape; got {tuple(x0.shape[1:])} and {tuple(x1.shape[1:])}"
         )
     if same_batch and x0.shape[0] != x1.shape[0]:
-        raise ValueError(f"x0 and x1 must have the same batch size; got {x0.shape[0]} and {x1.shape[0]}")
+        raise ArgumentError(f"x0 and x1 must have the same batch size; got {x0.shape[0]} and {x1.shape[0]}")
 
 
 class Coupling(ABC):

@@ -25,14 +25,13 @@ import ot
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CouplingError
 from flowbridge.couplings.base import CoupledBatch, Coupling, check_pair_shapes
 from flowbridge.random import RandomSource, StackedGenerators
 
 METHODS = ("exact", "sinkhorn")
 
 
-class CouplingError(RuntimeError):
-    """An optimal-transport plan could not be computed (says why and what to change)."""
 
 
 def squared_distances(x0: Tensor, x1: Tensor) -> np.ndarray:
@@ -41,7 +40,7 @@ def squared_distances(x0: Tensor, x1: Tensor) -> np.ndarray:
     b = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
     # sync-ok: POT solves on the host; one transfer per batch, outside any sampling loop.
     if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
-        raise ValueError("x0 and x1 must be finite for an OT coupling; the batch contains NaN or inf")
+        raise ArgumentError("x0 and x1 must be finite for an OT coupling; the batch contains NaN or inf")
     return torch.cdist(a, b).pow_(2).numpy()
 
 
@@ -69,13 +68,13 @@ class MinibatchOTCoupling(Coupling):
         tol: float = 1e-6,
     ) -> None:
         if method not in METHODS:
-            raise ValueError(f"unknown OT method {method!r}; known methods: {', '.join(METHODS)}")
+            raise ArgumentError(f"unknown OT method {method!r}; known methods: {', '.join(METHODS)}")
         if not 0 < reg < math.inf:
-            raise ValueError(f"reg must be > 0 and finite; got {reg}")
+            raise ArgumentError(f"reg must be > 0 and finite; got {reg}")
         if not (isinstance(max_iter, int) and max_iter > 0):
-            raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
+            raise ArgumentError(f"max_iter must be a positive integer; got {max_iter!r}")
         if not tol > 0:
-            raise ValueError(f"tol must be > 0; got {tol}")
+            raise ArgumentError(f"tol must be > 0; got {tol}")
         self.method, self.reg, self.normalize_cost = method, float(reg), bool(normalize_cost)
         self.max_iter, self.tol = max_iter, float(tol)
 
@@ -127,7 +126,7 @@ class MinibatchOTCoupling(Coupling):
 
     def __call__(self, x0: Tensor, x1: Tensor, *, generator: RandomSource = None) -> CoupledBatch:
         if isinstance(generator, StackedGenerators):
-            raise TypeError("MinibatchOTCoupling draws the pairing for the whole batch: pass a torch.Generator")
+            raise ArgumentError("MinibatchOTCoupling draws the pairing for the whole batch: pass a torch.Generator")
         plan = self.plan(x0, x1)
         device = generator.device if generator is not None else torch.device("cpu")
         # Column i of the plan is the joint restricted to target i; normalising it gives pi(j | i).

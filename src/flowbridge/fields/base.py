@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath, apply_affine, check_parametrisation
 from flowbridge.paths.interpolant import StochasticInterpolant
 
@@ -49,7 +50,7 @@ class Field(nn.Module, ABC):
     def gaussian_path(self) -> GaussianPath:
         """The field's Gaussian path; raises a clear error where there is none."""
         if not isinstance(self.path, GaussianPath):
-            raise TypeError(
+            raise ArgumentError(
                 f"{type(self).__name__} has no Gaussian path (path={self.path!r}); this operation needs "
                 "a field over a GaussianPath (velocity/data/noise/score conversions)"
             )
@@ -89,7 +90,7 @@ class Field(nn.Module, ABC):
 def check_field(field: object, name: str = "field") -> None:
     """Raises a TypeError unless ``field`` is a flowbridge :class:`Field`."""
     if not isinstance(field, Field):
-        raise TypeError(f"{name} must be a flowbridge Field; got {type(field).__name__}")
+        raise ArgumentError(f"{name} must be a flowbridge Field; got {type(field).__name__}")
 
 
 def same_path(*fields: Field) -> Path | None:
@@ -99,7 +100,7 @@ def same_path(*fields: Field) -> Path | None:
     paths = [f.path for f in fields]
     for p in paths[1:]:
         if p != paths[0]:
-            raise ValueError(f"fields must share one path to be combined; got {paths}")
+            raise ArgumentError(f"fields must share one path to be combined; got {paths}")
     return paths[0]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 from flowbridge.paths.gaussian import GaussianPath
 
@@ -38,9 +39,9 @@ class EDMPreconditioner(nn.Module):
     def __init__(self, net: nn.Module, path: GaussianPath, sigma_data: float = 0.5) -> None:
         super().__init__()
         if not isinstance(path, GaussianPath):
-            raise TypeError(f"EDM preconditioning needs a GaussianPath; got {type(path).__name__}")
+            raise ArgumentError(f"EDM preconditioning needs a GaussianPath; got {type(path).__name__}")
         if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0; got {sigma_data}")
+            raise ArgumentError(f"sigma_data must be > 0; got {sigma_data}")
         self.net = net
         self.path = path
         self.sigma_data = float(sigma_data)

@@ -12,6 +12,7 @@ import numbers
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, same_path
 
 
@@ -21,7 +22,7 @@ class GuidedField(Field):
     def __init__(self, toward: Field, base: Field, w: float) -> None:
         super().__init__(same_path(toward, base), toward.parametrisation)
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w):
-            raise ValueError(f"guidance weight w must be a finite number; got {w!r}")
+            raise ArgumentError(f"guidance weight w must be a finite number; got {w!r}")
         self.toward = toward
         self.base = base
         self.w = float(w)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 from flowbridge.fields.base import Field, call_net
 from flowbridge.paths.interpolant import StochasticInterpolant
@@ -43,7 +44,7 @@ class InterpolantField(Field):
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
         r""":math:`\hat\eta(x, t) \approx E[z | x_t = x]`."""
         if self.denoiser is None:
-            raise ValueError("this InterpolantField has no denoiser network, so it cannot give a score")
+            raise ArgumentError("this InterpolantField has no denoiser network, so it cannot give a score")
         return call_net(self.denoiser, x, as_time(t, x), self.condition)
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:

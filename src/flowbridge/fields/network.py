@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 from flowbridge.fields.base import Field, Path, call_net
 
@@ -24,7 +25,7 @@ class NetworkField(Field):
         self, net: nn.Module, path: Path | None, parametrisation: str = "velocity", condition: dict[str, Any] | None = None
     ) -> None:
         if not callable(net):
-            raise TypeError(f"net must be a callable network net(x, t, **condition); got {type(net).__name__}")
+            raise ArgumentError(f"net must be a callable network net(x, t, **condition); got {type(net).__name__}")
         super().__init__(path, parametrisation)
         self.net = net
         self.condition = dict(condition or {})

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint, as_time, check_state
 from flowbridge.fields.base import Field, check_field, sde_drift_from_prediction
 
@@ -27,7 +28,7 @@ class AutocastField(Field):
     def __init__(self, inner: Field, dtype: torch.dtype) -> None:
         check_field(inner, "inner")
         if dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16; got {dtype}")
+            raise ArgumentError(f"autocast dtype must be torch.bfloat16 or torch.float16; got {dtype}")
         super().__init__(inner.path, inner.parametrisation)
         self.inner, self.dtype = inner, dtype
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 from flowbridge.fields.base import Field
 from flowbridge.interop.discrete import DiscreteVPSchedule
@@ -60,9 +61,9 @@ def _load_scheduler(scheduler_or_config: Any) -> Any:
     if isinstance(scheduler_or_config, Mapping):
         name = scheduler_or_config.get("_class_name")
         if name is None:
-            raise ValueError("a scheduler config needs its '_class_name' (as saved by diffusers)")
+            raise ArgumentError("a scheduler config needs its '_class_name' (as saved by diffusers)")
         if name not in SUPPORTED_SCHEDULERS or not hasattr(diffusers, name):
-            raise ValueError(f"unsupported scheduler {name!r}; supported schedulers: {', '.join(SUPPORTED_SCHEDULERS)}")
+            raise ArgumentError(f"unsupported scheduler {name!r}; supported schedulers: {', '.join(SUPPORTED_SCHEDULERS)}")
         return getattr(diffusers, name).from_config(dict(scheduler_or_config))
     return scheduler_or_config
 
@@ -126,20 +127,20 @@ def from_diffusers(
     scheduler = _load_scheduler(scheduler_or_config)
     name = type(scheduler).__name__
     if name not in SUPPORTED_SCHEDULERS:
-        raise ValueError(f"unsupported scheduler {name!r}; supported schedulers: {', '.join(SUPPORTED_SCHEDULERS)}")
+        raise ArgumentError(f"unsupported scheduler {name!r}; supported schedulers: {', '.join(SUPPORTED_SCHEDULERS)}")
     config = scheduler.config
     n = int(config.num_train_timesteps)
     if name in FLOW_SCHEDULERS:
         pred = prediction_type or "flow"
         if pred != "flow":
-            raise ValueError(f"{name} models predict 'flow'; got prediction_type={pred!r}")
+            raise ArgumentError(f"{name} models predict 'flow'; got prediction_type={pred!r}")
         if getattr(config, "shift", 1.0) != 1.0 or getattr(config, "use_dynamic_shifting", False):
             # The shift only reparametrises the sampling grid; the network's timestep is still sigma*N.
             pass
         return DiffusersField(unet, GaussianPath("linear"), "flow", "flow", n, condition)
     pred = prediction_type or getattr(config, "prediction_type", "epsilon")
     if pred not in PREDICTION_TYPES or pred == "flow":
-        raise ValueError(f"unsupported prediction_type {pred!r} for {name}; supported: epsilon, sample, v_prediction")
+        raise ArgumentError(f"unsupported prediction_type {pred!r} for {name}; supported: epsilon, sample, v_prediction")
     table = scheduler.alphas_cumprod.double()
     path = GaussianPath(DiscreteVPSchedule(alphas_cumprod=tuple(float(a) for a in table)))
     return DiffusersField(unet, path, pred, "vp", n, condition)

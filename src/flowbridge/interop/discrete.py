@@ -18,6 +18,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.schedules import Schedule, ScheduleValues
 
 
@@ -36,9 +37,9 @@ class DiscreteVPSchedule(Schedule):
     def __post_init__(self) -> None:
         table = torch.tensor(self.alphas_cumprod, dtype=torch.float64)
         if table.ndim != 1 or table.numel() < 2:
-            raise ValueError("alphas_cumprod must be a 1-D table with at least 2 entries")
+            raise ArgumentError("alphas_cumprod must be a 1-D table with at least 2 entries")
         if not ((table > 0) & (table < 1)).all() or not (table[1:] < table[:-1]).all():
-            raise ValueError("alphas_cumprod must lie in (0, 1) and decrease strictly with the timestep")
+            raise ArgumentError("alphas_cumprod must lie in (0, 1) and decrease strictly with the timestep")
         super().__post_init__()
 
     @property
@@ -57,7 +58,7 @@ class DiscreteVPSchedule(Schedule):
 
     def _lambda_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(t, Tensor):
-            raise TypeError(f"t must be a tensor of times; got {type(t).__name__}")
+            raise ArgumentError(f"t must be a tensor of times; got {type(t).__name__}")
         knots = self._knots.to(device=t.device, dtype=t.dtype)
         n = self.num_timesteps - 1
         u = (t * n).clamp(0, n)

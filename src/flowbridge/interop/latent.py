@@ -14,6 +14,7 @@ from typing import Callable
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 
 Coder = Callable[[Tensor], Tensor]
@@ -65,5 +66,5 @@ class LatentField(Field):
     def encode(self, x: Tensor) -> Tensor:
         """Data to latents; raises if no encoder was given."""
         if self.encoder is None:
-            raise ValueError("this LatentField has no encoder")
+            raise ArgumentError("this LatentField has no encoder")
         return self.encoder(x)

@@ -35,6 +35,7 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import Tensor
 from torch.distributions import constraints
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.likelihood import log_likelihood
 from flowbridge.samplers.api import default_span
@@ -50,7 +51,7 @@ _ADAPTIVE = frozenset({"dopri5"})
 
 def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
     return value
 
 
@@ -60,7 +61,7 @@ def _event_shape(value: object) -> torch.Size:
     if not isinstance(value, Sequence) or len(value) == 0 or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in value
     ):
-        raise ValueError(f"event_shape must be a non-empty sequence of positive integers, e.g. (2,); got {value!r}")
+        raise ArgumentError(f"event_shape must be a non-empty sequence of positive integers, e.g. (2,); got {value!r}")
     return torch.Size(value)
 
 
@@ -133,15 +134,15 @@ class FlowPrior(TorchDistribution):
         validate_args: bool | None = None,
     ) -> None:
         if not isinstance(field, Field):
-            raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
+            raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
         if solver not in LIKELIHOOD_METHODS:
-            raise ValueError(f"unknown solver {solver!r} for FlowPrior; known: {', '.join(LIKELIHOOD_METHODS)}")
+            raise ArgumentError(f"unknown solver {solver!r} for FlowPrior; known: {', '.join(LIKELIHOOD_METHODS)}")
         if not (isinstance(rtol, (int, float)) and isinstance(atol, (int, float)) and rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive numbers; got rtol={rtol!r}, atol={atol!r}")
+            raise ArgumentError(f"rtol and atol must be positive numbers; got rtol={rtol!r}, atol={atol!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+            raise ArgumentError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"dtype must be a floating torch.dtype or None; got {dtype!r}")
+            raise ArgumentError(f"dtype must be a floating torch.dtype or None; got {dtype!r}")
         found = _field_dtype_device(field)
         # A network fixes the dtype it can be evaluated in; an analytic field follows its input.
         self.strict_dtype = dtype is not None or found is not None
@@ -182,7 +183,7 @@ class FlowPrior(TorchDistribution):
         module.eval()
         event_shape = kwargs.pop("event_shape", None) or module.event_shape
         if event_shape is None:
-            raise ValueError(f"checkpoint {ckpt} stores no event shape: pass event_shape=(...)")
+            raise ArgumentError(f"checkpoint {ckpt} stores no event shape: pass event_shape=(...)")
         return cls(module.field(labels), event_shape, **kwargs)
 
     @property
@@ -209,19 +210,19 @@ class FlowPrior(TorchDistribution):
     def _check_value(self, value: Tensor) -> torch.Size:
         """Validates ``value`` and returns its sample shape (the dims left of the event)."""
         if not isinstance(value, Tensor):
-            raise TypeError(f"value must be a torch.Tensor; got {type(value).__name__}")
+            raise ArgumentError(f"value must be a torch.Tensor; got {type(value).__name__}")
         if not value.is_floating_point():
-            raise TypeError(f"value must be a floating tensor of dtype {self.dtype}; got {value.dtype}")
+            raise ArgumentError(f"value must be a floating tensor of dtype {self.dtype}; got {value.dtype}")
         if self.strict_dtype and value.dtype != self.dtype:
-            raise TypeError(f"value must have dtype {self.dtype} (the prior's); got {value.dtype}")
+            raise ArgumentError(f"value must have dtype {self.dtype} (the prior's); got {value.dtype}")
         same_device = value.device.type == self.device.type and (
             self.device.index is None or value.device.index == self.device.index
         )
         if self.strict_dtype and not same_device:
-            raise ValueError(f"value must be on device {self.device} (the prior's); got {value.device}")
+            raise ArgumentError(f"value must be on device {self.device} (the prior's); got {value.device}")
         k = len(self.event_shape)
         if value.ndim < k or tuple(value.shape[value.ndim - k :]) != tuple(self.event_shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"value must have shape (*sample_shape, {', '.join(map(str, self.event_shape))}) to match the "
                 f"event shape {tuple(self.event_shape)}; got {tuple(value.shape)}"
             )

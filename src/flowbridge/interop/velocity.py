@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
@@ -67,15 +68,15 @@ def from_velocity(
         condition: keyword arguments passed to every call.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; known conventions: {', '.join(CONVENTIONS)}")
+        raise ArgumentError(f"unknown convention {convention!r}; known conventions: {', '.join(CONVENTIONS)}")
     if not callable(model):
-        raise TypeError(f"model must be callable, model(x, t) -> velocity; got {type(model).__name__}")
+        raise ArgumentError(f"model must be callable, model(x, t) -> velocity; got {type(model).__name__}")
     if call not in ("x_first", "t_first"):
-        raise ValueError(f"call must be 'x_first' or 't_first'; got {call!r}")
+        raise ArgumentError(f"call must be 'x_first' or 't_first'; got {call!r}")
     if not t_scale > 0:
-        raise ValueError(f"t_scale must be > 0; got {t_scale}")
+        raise ArgumentError(f"t_scale must be > 0; got {t_scale}")
     if isinstance(path, str):
         path = GaussianPath(path)
     if path is not None and not isinstance(path, GaussianPath):
-        raise TypeError(f"path must be a GaussianPath, a schedule name or None; got {type(path).__name__}")
+        raise ArgumentError(f"path must be a GaussianPath, a schedule name or None; got {type(path).__name__}")
     return VelocityField(model, path, convention, t_scale, call, condition)

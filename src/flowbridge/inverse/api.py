@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, SamplingError
 from flowbridge.fields.base import Field
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.inverse.samplers.base import Context, PosteriorSamples, TimeGrid, get_posterior_sampler
@@ -61,16 +62,16 @@ def sample(
         ...              num_samples=1000, steps=100, particles=64, generator=torch.Generator().manual_seed(0))
     """
     if not isinstance(measurement, Measurement):
-        raise TypeError(f"measurement must be a flowbridge.inverse.Measurement; got {type(measurement).__name__}")
+        raise ArgumentError(f"measurement must be a flowbridge.inverse.Measurement; got {type(measurement).__name__}")
     if not isinstance(prior_field, Field):
-        raise TypeError(f"prior_field must be a flowbridge Field; got {type(prior_field).__name__}")
+        raise ArgumentError(f"prior_field must be a flowbridge Field; got {type(prior_field).__name__}")
     if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
+        raise ArgumentError(f"num_samples must be a positive integer; got {num_samples!r}")
     sampler = get_posterior_sampler(method, **options)
     if sampler.uses_particles:
         particles = sampler.default_particles if particles is None else particles
     elif particles not in (None, 1):
-        raise ValueError(f"posterior sampler {method!r} does not use particles; got particles={particles!r}")
+        raise ArgumentError(f"posterior sampler {method!r} does not use particles; got particles={particles!r}")
     else:
         particles = 1
     sampler.check(prior_field, measurement, particles)
@@ -83,7 +84,7 @@ def sample(
     if x_init is None:
         x_init = time_grid.sigma[0] * randn((batch, *op.input_shape), generator=generator, dtype=y.dtype, device=y.device)
     elif tuple(x_init.shape) != (batch, *op.input_shape):
-        raise ValueError(
+        raise ArgumentError(
             f"x_init must have shape {(batch, *op.input_shape)} (groups x particles, then the operator's "
             f"input shape); got {tuple(x_init.shape)}"
         )
@@ -93,5 +94,5 @@ def sample(
     if out.samples.shape[0] != num_samples:
         out = PosteriorSamples(**{**out.__dict__, "samples": out.samples[:num_samples]})
     if not bool(torch.isfinite(out.samples).all()):  # sync-ok: one check after sampling
-        raise FloatingPointError(f"posterior sampler {method!r} produced non-finite samples")
+        raise SamplingError(f"posterior sampler {method!r} produced non-finite samples")
     return out

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.linear import MatrixOperator
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.inverse.operators import Lambda, Operator
@@ -35,7 +36,7 @@ def compose_with_decoder(operator: Operator, decoder: Any, latent_shape: tuple[i
     """
     if isinstance(operator, MatrixOperator) and isinstance(decoder, MatrixOperator):
         if decoder.output_shape != operator.input_shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"the decoder outputs {decoder.output_shape} but the measurement operator takes {operator.input_shape}"
             )
         return MatrixOperator(operator.matrix.to(decoder.matrix) @ decoder.matrix)

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.operators import LinearOperator, SpectralDecomposition
 
 
@@ -36,20 +37,20 @@ def _checked_array(value: object, name: str, *, integers: bool) -> Tensor:
         try:
             value = torch.as_tensor(value, dtype=torch.get_default_dtype())
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must be a tensor (or a nested list of numbers); got {value!r}") from exc
+            raise ArgumentError(f"{name} must be a tensor (or a nested list of numbers); got {value!r}") from exc
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a tensor; got {type(value).__name__}")
+        raise ArgumentError(f"{name} must be a tensor; got {type(value).__name__}")
     if value.is_complex():
         # Casting would silently drop the imaginary part.
-        raise TypeError(f"{name} must be a real tensor; got dtype {value.dtype}")
+        raise ArgumentError(f"{name} must be a real tensor; got dtype {value.dtype}")
     if not value.is_floating_point():
         if not integers:
-            raise TypeError(f"{name} must be a floating-point tensor; got dtype {value.dtype}")
+            raise ArgumentError(f"{name} must be a floating-point tensor; got dtype {value.dtype}")
         value = value.to(torch.get_default_dtype())
     if value.numel() == 0:
-        raise ValueError(f"{name} must have at least one entry; got shape {tuple(value.shape)}")
+        raise ArgumentError(f"{name} must have at least one entry; got shape {tuple(value.shape)}")
     if not bool(torch.isfinite(value).all()):  # sync-ok: validated once at construction
-        raise ValueError(f"{name} must be finite; it has NaN or inf entries")
+        raise ArgumentError(f"{name} must be finite; it has NaN or inf entries")
     return value
 
 
@@ -69,7 +70,7 @@ class MatrixOperator(LinearOperator):
     def __init__(self, matrix: Tensor, rcond: float | None = None) -> None:
         matrix = _checked_array(matrix, "matrix", integers=True)
         if matrix.ndim != 2:
-            raise ValueError(f"matrix must have shape (m, n); got {tuple(matrix.shape)}")
+            raise ArgumentError(f"matrix must have shape (m, n); got {tuple(matrix.shape)}")
         super().__init__((matrix.shape[1],), (matrix.shape[0],))
         self.matrix = matrix
         m, n = matrix.shape
@@ -113,11 +114,11 @@ class Inpainting(LinearOperator):
     def __init__(self, mask: Tensor) -> None:
         mask = torch.as_tensor(mask)
         if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a boolean tensor; got dtype {mask.dtype}")
+            raise ArgumentError(f"mask must be a boolean tensor; got dtype {mask.dtype}")
         self.mask = mask
         self.index = torch.nonzero(mask.reshape(-1)).reshape(-1)
         if self.index.numel() == 0:
-            raise ValueError("mask must keep at least one entry")
+            raise ArgumentError("mask must keep at least one entry")
         super().__init__(tuple(mask.shape), (int(self.index.numel()),))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,7 +144,7 @@ class Inpainting(LinearOperator):
 
 def _image_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) not in (2, 3):
-        raise ValueError(f"image_shape must be (H, W) or (C, H, W); got {shape}")
+        raise ArgumentError(f"image_shape must be (H, W) or (C, H, W); got {shape}")
     return tuple(int(s) for s in shape)
 
 
@@ -164,10 +165,10 @@ class Blur(LinearOperator):
         kernel = _checked_array(kernel, "kernel", integers=False).to(torch.float64)
         image_shape = _image_shape(image_shape)
         if kernel.ndim != 2:
-            raise ValueError(f"kernel must be a tensor of shape (kh, kw); got {tuple(kernel.shape)}")
+            raise ArgumentError(f"kernel must be a tensor of shape (kh, kw); got {tuple(kernel.shape)}")
         h, w = image_shape[-2:]
         if kernel.shape[0] > h or kernel.shape[1] > w:
-            raise ValueError(f"kernel {tuple(kernel.shape)} is larger than the image {(h, w)}")
+            raise ArgumentError(f"kernel {tuple(kernel.shape)} is larger than the image {(h, w)}")
         super().__init__(image_shape, image_shape)
         padded = torch.zeros(h, w, dtype=torch.float64)
         padded[: kernel.shape[0], : kernel.shape[1]] = kernel
@@ -180,7 +181,7 @@ class Blur(LinearOperator):
     def gaussian(sigma: float, size: int, image_shape: tuple[int, ...]) -> "Blur":
         """A normalised isotropic Gaussian kernel of width ``sigma`` pixels and odd ``size``."""
         if sigma <= 0 or size < 1 or size % 2 == 0:
-            raise ValueError(f"need sigma > 0 and an odd size >= 1; got sigma={sigma}, size={size}")
+            raise ArgumentError(f"need sigma > 0 and an odd size >= 1; got sigma={sigma}, size={size}")
         r = torch.arange(size, dtype=torch.float64) - size // 2
         g = torch.exp(-0.5 * (r / sigma) ** 2)
         k = g[:, None] * g[None, :]
@@ -257,10 +258,10 @@ class Downsample(LinearOperator):
     def __init__(self, factor: int, image_shape: tuple[int, ...]) -> None:
         image_shape = _image_shape(image_shape)
         if not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be a positive integer; got {factor!r}")
+            raise ArgumentError(f"factor must be a positive integer; got {factor!r}")
         h, w = image_shape[-2:]
         if h % factor or w % factor:
-            raise ValueError(f"image height and width {(h, w)} must be multiples of factor={factor}")
+            raise ArgumentError(f"image height and width {(h, w)} must be multiples of factor={factor}")
         super().__init__(image_shape, (*image_shape[:-2], h // factor, w // factor))
         self.factor = factor
         f2 = factor * factor

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.noise import NoiseModel
 from flowbridge.inverse.operators import Operator
 
@@ -32,26 +33,26 @@ class Measurement:
 
     def __post_init__(self) -> None:
         if not isinstance(self.operator, Operator):
-            raise TypeError(f"operator must be a flowbridge.inverse.Operator; got {type(self.operator).__name__}")
+            raise ArgumentError(f"operator must be a flowbridge.inverse.Operator; got {type(self.operator).__name__}")
         if not isinstance(self.noise, NoiseModel):
-            raise TypeError(f"noise must be a flowbridge.inverse noise model (Gaussian, Laplace, Poisson); got {type(self.noise).__name__}")
+            raise ArgumentError(f"noise must be a flowbridge.inverse noise model (Gaussian, Laplace, Poisson); got {type(self.noise).__name__}")
         if not isinstance(self.y, (Tensor, list, tuple, float, int)):
-            raise TypeError(f"y must be a tensor of shape {self.operator.output_shape}; got {type(self.y).__name__}")
+            raise ArgumentError(f"y must be a tensor of shape {self.operator.output_shape}; got {type(self.y).__name__}")
         y = torch.as_tensor(self.y)
         if y.is_complex():
-            raise TypeError(f"y must be real; got dtype {y.dtype}")
+            raise ArgumentError(f"y must be real; got dtype {y.dtype}")
         if not y.is_floating_point():
             y = y.to(torch.get_default_dtype())
         expected = self.operator.output_shape
         if tuple(y.shape) == (1, *expected):
             y = y[0]
         if tuple(y.shape) != expected:
-            raise ValueError(
+            raise ArgumentError(
                 f"y must have shape {expected} (the output shape of {type(self.operator).__name__}); "
                 f"got {tuple(y.shape)}"
             )
         if not bool(torch.isfinite(y).all()):  # sync-ok: validated once, before sampling
-            raise ValueError("y must be finite; it contains NaN or inf")
+            raise ArgumentError("y must be finite; it contains NaN or inf")
         object.__setattr__(self, "y", y)
 
     def batched(self, like: Tensor) -> Tensor:

@@ -15,12 +15,13 @@ import pyro.distributions as pdist
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand, randn_like
 
 
 def _positive(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number; got {value!r}")
+        raise ArgumentError(f"{name} must be a finite positive number; got {value!r}")
     return float(value)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 
 
@@ -97,7 +98,7 @@ class Operator:
         floating-point tensor)."""
         check_state(x, name)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name} must have shape (B, {', '.join(map(str, self.input_shape))}) for "
                 f"{type(self).__name__}; got {tuple(x.shape)}"
             )
@@ -109,7 +110,7 @@ class Operator:
             TypeError: if the operator is not differentiable.
         """
         if not self.differentiable:
-            raise TypeError(
+            raise ArgumentError(
                 f"{type(self).__name__} is not differentiable (differentiable=False): no vjp; use a "
                 "derivative-free posterior sampler (enkg, ensemble, daps with mcmc='metropolis')"
             )
@@ -145,7 +146,7 @@ class LinearOperator(Operator):
 
     def svd(self) -> SpectralDecomposition:
         """The operator's SVD; raises TypeError where it is not known."""
-        raise TypeError(
+        raise ArgumentError(
             f"{type(self).__name__} does not provide an SVD; samplers that need one (ddrm, mcgdiff, pigdm) "
             "cannot run on it; use dds (conjugate gradients), dps or tds instead"
         )
@@ -182,7 +183,7 @@ class LinearOperator(Operator):
             iterations: number of CG steps.
         """
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0; got {gamma}")
+            raise ArgumentError(f"gamma must be >= 0; got {gamma}")
         return conjugate_gradient(lambda v: v + gamma * self.adjoint(self.forward(v)), rhs, x_init, iterations)
 
 
@@ -203,9 +204,9 @@ def conjugate_gradient(
     if x_init is not None:
         check_state(x_init, "x_init")
         if x_init.shape != rhs.shape:
-            raise ValueError(f"x_init must have the shape of rhs {tuple(rhs.shape)}; got {tuple(x_init.shape)}")
+            raise ArgumentError(f"x_init must have the shape of rhs {tuple(rhs.shape)}; got {tuple(x_init.shape)}")
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer; got {iterations!r}")
+        raise ArgumentError(f"iterations must be a non-negative integer; got {iterations!r}")
     x = rhs.clone() if x_init is None else x_init.clone()
     r = rhs - matvec(x)
     p = r
@@ -245,7 +246,7 @@ class Lambda(Operator):
         differentiable: bool = True,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"fn must be callable; got {type(fn).__name__}")
+            raise ArgumentError(f"fn must be callable; got {type(fn).__name__}")
         if output_shape is None:
             probe = fn(torch.zeros((1, *input_shape)))
             output_shape = tuple(probe.shape[1:])
@@ -285,7 +286,7 @@ def adjointness_test(
         dtype: precision of the test.
     """
     if not isinstance(operator, LinearOperator):
-        raise TypeError(f"operator must be a LinearOperator; got {type(operator).__name__}")
+        raise ArgumentError(f"operator must be a LinearOperator; got {type(operator).__name__}")
     from flowbridge.random import randn
 
     x = randn((trials, *operator.input_shape), generator=generator, dtype=dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 
 __all__ = ["bures_wasserstein2", "bw2_uvp", "cbw2_uvp", "mixture_moments", "sample_moments"]
@@ -34,21 +35,21 @@ def _sqrtm_psd(a: Tensor) -> Tensor:
 
 def _check_moments(mean: Tensor, cov: Tensor, name: str) -> None:
     if not isinstance(mean, Tensor) or not isinstance(cov, Tensor):
-        raise TypeError(f"{name}: mean and covariance must be tensors")
+        raise ArgumentError(f"{name}: mean and covariance must be tensors")
     if mean.ndim < 1 or cov.ndim != mean.ndim + 1 or cov.shape[-2:] != (mean.shape[-1], mean.shape[-1]):
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: expected mean (..., d) and covariance (..., d, d); got {tuple(mean.shape)} and {tuple(cov.shape)}"
         )
     for what, value in (("mean", mean), ("covariance", cov)):
         if not value.is_floating_point():
-            raise TypeError(f"{name}: {what} must be a real floating-point tensor; got dtype {value.dtype}")
+            raise ArgumentError(f"{name}: {what} must be a real floating-point tensor; got dtype {value.dtype}")
         if value.device.type != "meta" and not bool(torch.isfinite(value).all()):  # sync-ok: a metric, once
-            raise ValueError(f"{name}: {what} must be finite; it contains NaN or inf")
+            raise ArgumentError(f"{name}: {what} must be finite; it contains NaN or inf")
     if cov.device.type != "meta" and cov.numel():
         evals = torch.linalg.eigvalsh(cov.to(torch.float64))
         tol = 1e-8 * float(evals.abs().max().clamp_min(1.0))  # sync-ok: a metric, once
         if not bool((evals >= -tol).all()):
-            raise ValueError(f"{name}: covariance must be positive semi-definite; smallest eigenvalue {float(evals.min()):.3g}")
+            raise ArgumentError(f"{name}: covariance must be positive semi-definite; smallest eigenvalue {float(evals.min()):.3g}")
 
 
 def bures_wasserstein2(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor) -> Tensor:
@@ -66,7 +67,7 @@ def bures_wasserstein2(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Ten
     _check_moments(mean_a, cov_a, "first distribution")
     _check_moments(mean_b, cov_b, "second distribution")
     if mean_a.shape[-1] != mean_b.shape[-1]:
-        raise ValueError(f"the two distributions have dimensions {mean_a.shape[-1]} and {mean_b.shape[-1]}")
+        raise ArgumentError(f"the two distributions have dimensions {mean_a.shape[-1]} and {mean_b.shape[-1]}")
     dtype = torch.promote_types(mean_a.dtype, mean_b.dtype)
     ma, ca, mb, cb = (v.to(torch.float64) for v in (mean_a, cov_a, mean_b, cov_b))
     root_b = _sqrtm_psd(cb)
@@ -100,15 +101,15 @@ def cbw2_uvp(
         ValueError: for inconsistent shapes or a non-positive ``target_variance``.
     """
     if not isinstance(mean_model, Tensor) or not isinstance(mean_true, Tensor):
-        raise TypeError(f"means must be tensors; got {type(mean_model).__name__} and {type(mean_true).__name__}")
+        raise ArgumentError(f"means must be tensors; got {type(mean_model).__name__} and {type(mean_true).__name__}")
     if mean_model.ndim != 2 or mean_true.shape != mean_model.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"means must both have shape (N, d); got {tuple(mean_model.shape)} and {tuple(mean_true.shape)}"
         )
     if cov_true.ndim == 2:
         cov_true = cov_true.expand(mean_true.shape[0], -1, -1)
     if not float(target_variance) > 0:  # sync-ok: a scalar normaliser, outside any loop
-        raise ValueError(f"target_variance must be > 0; got {float(target_variance)}")
+        raise ArgumentError(f"target_variance must be > 0; got {float(target_variance)}")
     value = bures_wasserstein2(mean_model, cov_model, mean_true, cov_true)
     return 100 * value.mean() / torch.as_tensor(target_variance, dtype=value.dtype, device=value.device)
 
@@ -117,7 +118,7 @@ def sample_moments(samples: Tensor) -> tuple[Tensor, Tensor]:
     r"""Mean and (unbiased) covariance of samples (..., M, d) along the sample axis ``-2``."""
     check_state(samples, "samples")
     if samples.ndim < 2 or samples.shape[-2] < 2:
-        raise ValueError(f"samples must have shape (..., M, d) with M >= 2; got {tuple(samples.shape)}")
+        raise ArgumentError(f"samples must have shape (..., M, d) with M >= 2; got {tuple(samples.shape)}")
     mean = samples.mean(-2)
     centred = samples - mean[..., None, :]
     cov = centred.transpose(-1, -2) @ centred / (samples.shape[-2] - 1)
@@ -138,10 +139,10 @@ def mixture_moments(logits: Tensor, means: Tensor, covs: Tensor) -> tuple[Tensor
     for name, value in (("logits", logits), ("means", means), ("covs", covs)):
         check_state(value, name)
     if logits.ndim != 2 or means.shape[:2] != logits.shape or means.ndim != 3:
-        raise ValueError(f"logits must be (B, K) and means (B, K, d); got {tuple(logits.shape)} and {tuple(means.shape)}")
+        raise ArgumentError(f"logits must be (B, K) and means (B, K, d); got {tuple(logits.shape)} and {tuple(means.shape)}")
     d = means.shape[-1]
     if covs.shape not in ((logits.shape[1], d, d), (*logits.shape, d, d)):
-        raise ValueError(f"covs must be (K, d, d) or (B, K, d, d) = {(*logits.shape, d, d)}; got {tuple(covs.shape)}")
+        raise ArgumentError(f"covs must be (K, d, d) or (B, K, d, d) = {(*logits.shape, d, d)}; got {tuple(covs.shape)}")
     dtype = torch.promote_types(torch.promote_types(logits.dtype, means.dtype), covs.dtype)
     logits, means, covs = logits.to(dtype), means.to(dtype), covs.to(dtype)
     w = torch.softmax(logits, dim=-1)

@@ -26,6 +26,8 @@ import torch
 from scipy.spatial.distance import cdist as _scipy_cdist
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 __all__ = ["energy_distance", "mmd", "sliced_wasserstein", "wasserstein2"]
 
 # 2**18 distances per block (1 MB in float32, 2 MB in float64): kernels make a handful of
@@ -54,22 +56,22 @@ _EMD_OPTIMAL = 1
 def _check_samples(t: object, name: str) -> None:
     """Raises a ValueError naming ``name`` unless ``t`` is a finite floating (N, ...) tensor, N >= 2."""
     if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, ...); got {type(t).__name__}")
+        raise ArgumentError(f"{name} must be a torch.Tensor of shape (N, ...); got {type(t).__name__}")
     if not t.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype (e.g. torch.float32); got {t.dtype}")
+        raise ArgumentError(f"{name} must have a floating dtype (e.g. torch.float32); got {t.dtype}")
     if t.ndim < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must have shape (N, ...) with a leading sample dimension; got a 0-dim tensor"
         )
     if t.shape[0] < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must contain at least 2 points (shape (N, ...) with N >= 2); got shape {tuple(t.shape)}"
         )
     if math.prod(t.shape[1:]) == 0:
-        raise ValueError(f"{name} must have at least one feature per point; got shape {tuple(t.shape)}")
+        raise ArgumentError(f"{name} must have at least one feature per point; got shape {tuple(t.shape)}")
     # One host sync per call; a NaN or inf would otherwise silently poison every metric.
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; it contains NaN or inf values")
+        raise ArgumentError(f"{name} must be finite; it contains NaN or inf values")
 
 
 def _prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -82,13 +84,13 @@ def _prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     _check_samples(x, "x")
     _check_samples(y, "y")
     if x.shape[1:] != y.shape[1:]:
-        raise ValueError(
+        raise ArgumentError(
             f"y must have the same trailing dimensions as x; got x of shape {tuple(x.shape)} "
             f"and y of shape {tuple(y.shape)}"
         )
     if x.device != y.device:
         # An implicit copy could hide an expensive transfer in a training loop.
-        raise ValueError(f"y must be on the same device as x ({x.device}); got {y.device}")
+        raise ArgumentError(f"y must be on the same device as x ({x.device}); got {y.device}")
     dtype = torch.promote_types(x.dtype, y.dtype)
     # 1-D inputs (N,) are N scalar points, hence the explicit column shape.
     return x.reshape(x.shape[0], -1).to(dtype), y.reshape(y.shape[0], -1).to(dtype)
@@ -137,7 +139,7 @@ def _center(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def _random_directions(n_projections: int, d: int, generator: torch.Generator | None) -> Tensor:
     """Draws ``n_projections`` uniform unit vectors in :math:`\\mathbb{R}^d` on the CPU in float64."""
     if generator is not None and generator.device.type != "cpu":
-        raise ValueError(
+        raise ArgumentError(
             f"generator must be a CPU torch.Generator (directions are drawn on the CPU so that a seed "
             f"gives the same directions on every device); got one on {generator.device}"
         )
@@ -219,23 +221,23 @@ def sliced_wasserstein(
     """
     x, y = _prepare(x, y)
     if not (isinstance(p, (int, float)) and p >= 1 and math.isfinite(p)):
-        raise ValueError(f"p must be a finite number >= 1; got {p!r}")
+        raise ArgumentError(f"p must be a finite number >= 1; got {p!r}")
     d = x.shape[1]
     if projections is None:
         if not isinstance(n_projections, int) or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive integer; got {n_projections!r}")
+            raise ArgumentError(f"n_projections must be a positive integer; got {n_projections!r}")
         theta = _random_directions(n_projections, d, generator)
     else:
         if not isinstance(projections, Tensor) or projections.ndim != 2 or projections.shape[1] != d:
             got = tuple(projections.shape) if isinstance(projections, Tensor) else type(projections).__name__
-            raise ValueError(
+            raise ArgumentError(
                 f"projections must have shape (L, {d}) to match the flattened samples; got {got}"
             )
         if not projections.is_floating_point() or projections.shape[0] == 0:
-            raise ValueError("projections must be a non-empty floating tensor of shape (L, d)")
+            raise ArgumentError("projections must be a non-empty floating tensor of shape (L, d)")
         norms = projections.norm(dim=1, keepdim=True)
         if not bool(torch.isfinite(projections).all()) or not bool((norms > 0).all()):
-            raise ValueError("projections must be finite with non-zero rows")
+            raise ArgumentError("projections must be finite with non-zero rows")
         theta = projections / norms
     theta = theta.to(device=x.device, dtype=x.dtype)
 
@@ -287,7 +289,7 @@ def wasserstein2(x: Tensor, y: Tensor, *, max_points: int = 5000, num_itermax: i
     x, y = _prepare(x, y)
     for name, t in (("x", x), ("y", y)):
         if t.shape[0] > max_points:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name} has {t.shape[0]} points, more than max_points={max_points}; exact W2 needs an "
                 f"N x M cost matrix, so subsample or use sliced_wasserstein"
             )
@@ -363,7 +365,7 @@ def mmd(x: Tensor, y: Tensor, *, bandwidths: Sequence[float] | Tensor | None = N
     else:
         h = torch.as_tensor(bandwidths, dtype=x.dtype).to(x.device).reshape(-1)
         if h.numel() == 0 or not bool(torch.isfinite(h).all()) or not bool((h > 0).all()):
-            raise ValueError(
+            raise ArgumentError(
                 f"bandwidths must be a non-empty sequence of finite positive numbers; got {bandwidths!r}"
             )
     gammas = 1.0 / (2.0 * h**2)

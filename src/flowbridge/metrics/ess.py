@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 __all__ = ["effective_sample_size"]
 
 
@@ -33,9 +35,9 @@ def effective_sample_size(log_weights: Tensor, dim: int = -1) -> Tensor:
     """
     if not isinstance(log_weights, Tensor) or not log_weights.is_floating_point():
         got = log_weights.dtype if isinstance(log_weights, Tensor) else type(log_weights).__name__
-        raise ValueError(f"log_weights must be a floating tensor; got {got}")
+        raise ArgumentError(f"log_weights must be a floating tensor; got {got}")
     if log_weights.ndim == 0 or log_weights.shape[dim] == 0:
-        raise ValueError(
+        raise ArgumentError(
             f"log_weights must have a non-empty dimension {dim}; got shape {tuple(log_weights.shape)}"
         )
     return torch.exp(2 * torch.logsumexp(log_weights, dim=dim) - torch.logsumexp(2 * log_weights, dim=dim))

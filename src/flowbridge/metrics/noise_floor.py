@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 __all__ = ["NoiseFloor", "noise_floor"]
 
 
@@ -47,7 +49,7 @@ class NoiseFloor:
             ValueError: if the floor's mean is zero, so that no ratio is defined.
         """
         if self.mean == 0:
-            raise ValueError("the noise floor's mean is 0, so a ratio to it is undefined")
+            raise ArgumentError("the noise floor's mean is 0, so a ratio to it is undefined")
         return float(value) / self.mean
 
 
@@ -95,9 +97,9 @@ def noise_floor(
         ValueError: if ``n < 2``, ``repeats < 1`` or the metric returns a non-finite value.
     """
     if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2; got {n!r}")
+        raise ArgumentError(f"n must be an integer >= 2; got {n!r}")
     if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
+        raise ArgumentError(f"repeats must be a positive integer; got {repeats!r}")
     kwargs = dict(metric_kwargs)
     if _accepts_generator(metric):
         kwargs["generator"] = generator
@@ -107,7 +109,7 @@ def noise_floor(
         b = sample_fn(n, generator=generator)
         value = float(metric(a, b, **kwargs))
         if not math.isfinite(value):
-            raise ValueError(f"metric returned a non-finite value ({value}) on true samples")
+            raise ArgumentError(f"metric returned a non-finite value ({value}) on true samples")
         values.append(value)
     std = statistics.stdev(values) if repeats > 1 else 0.0
     return NoiseFloor(mean=statistics.fmean(values), std=std, values=tuple(values))

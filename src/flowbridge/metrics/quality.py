@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 from flowbridge.metrics.noise_floor import NoiseFloor, noise_floor
 
@@ -65,11 +66,11 @@ def compare_to_truth(
     """
     check_state(samples, "samples")
     if not isinstance(sets, int) or isinstance(sets, bool) or sets < 1:
-        raise ValueError(f"sets must be a positive integer; got {sets!r}")
+        raise ArgumentError(f"sets must be a positive integer; got {sets!r}")
     if samples.device.type != "meta" and not bool(torch.isfinite(samples).all()):  # sync-ok: a metric, once
-        raise ValueError("samples must be finite; they contain NaN or inf")
+        raise ArgumentError("samples must be finite; they contain NaN or inf")
     if samples.shape[0] < 2 * sets:
-        raise ValueError(f"samples must hold at least 2 points per set ({sets} sets); got {samples.shape[0]}")
+        raise ArgumentError(f"samples must hold at least 2 points per set ({sets} sets); got {samples.shape[0]}")
     n = samples.shape[0] // sets
     floor = noise_floor(metric, sample_fn, n, repeats=sets, generator=generator, **metric_kwargs)
     kwargs = dict(metric_kwargs)

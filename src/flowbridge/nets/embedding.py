@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
 
 
@@ -30,9 +31,9 @@ class SinusoidalTimeEmbedding(nn.Module):
     def __init__(self, dim: int, max_period: float = 10000.0, scale: float = 1000.0) -> None:
         super().__init__()
         if dim < 1:
-            raise ValueError(f"dim must be at least 1; got {dim}")
+            raise ArgumentError(f"dim must be at least 1; got {dim}")
         if max_period <= 1.0:
-            raise ValueError(f"max_period must be greater than 1; got {max_period}")
+            raise ArgumentError(f"max_period must be greater than 1; got {max_period}")
         self.dim = dim
         self.max_period = float(max_period)
         self.scale = float(scale)
@@ -51,9 +52,9 @@ class SinusoidalTimeEmbedding(nn.Module):
             ValueError: if ``t`` has more than one dimension.
         """
         if not isinstance(t, Tensor):
-            raise TypeError(f"t must be a tensor of shape () or (B,); got {type(t).__name__}")
+            raise ArgumentError(f"t must be a tensor of shape () or (B,); got {type(t).__name__}")
         if t.ndim > 1:
-            raise ValueError(f"t must have shape () or (B,); got shape {tuple(t.shape)}")
+            raise ArgumentError(f"t must have shape () or (B,); got shape {tuple(t.shape)}")
         out_dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
         # Half-precision phases of up to 1000 rad would lose most of their fractional part, so
         # the sinusoids are always evaluated in at least float32 and cast at the end.
@@ -79,7 +80,7 @@ def check_input_dtype(x: Tensor, weight: Tensor) -> None:
     argument nor the fix.
     """
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
+        raise ArgumentError(
             f"x has dtype {x.dtype} but the network's weights are {weight.dtype}; convert one to the other "
             "(net.to(x.dtype)) or evaluate under autocast (flowbridge.fields.AutocastField)"
         )
@@ -117,18 +118,18 @@ def null_or_labels(y: Tensor | None, num_classes: int | None, batch: int, device
     """
     if num_classes is None:
         if y is not None:
-            raise ValueError("y was given but the network was built without num_classes")
+            raise ArgumentError("y was given but the network was built without num_classes")
         return None
     if y is None:
         return torch.full((batch,), num_classes, dtype=torch.long, device=device)
     if y.shape != (batch,):
-        raise ValueError(f"y must have shape ({batch},) to match x; got shape {tuple(y.shape)}")
+        raise ArgumentError(f"y must have shape ({batch},) to match x; got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"y must hold integer class labels; got dtype {y.dtype}")
+        raise ArgumentError(f"y must hold integer class labels; got dtype {y.dtype}")
     # Only CPU labels are range-checked: on an accelerator the check would force a host sync, and
     # nn.Embedding reports out-of-range indices there anyway.
     if y.device.type == "cpu" and y.numel() and bool(((y < 0) | (y > num_classes)).any()):
-        raise ValueError(
+        raise ArgumentError(
             f"y must lie in [0, {num_classes}] ({num_classes} is the null label); "
             f"got values in [{int(y.min())}, {int(y.max())}]"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
 
@@ -45,13 +46,13 @@ class MLP(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth), ("time_embed_dim", time_embed_dim)):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an integer; got {value!r}")
+                raise ArgumentError(f"{name} must be an integer; got {value!r}")
             if value < 1:
-                raise ValueError(f"{name} must be at least 1; got {value}")
+                raise ArgumentError(f"{name} must be at least 1; got {value}")
         if out_dim is not None and out_dim < 1:
-            raise ValueError(f"out_dim must be at least 1 or None; got {out_dim}")
+            raise ArgumentError(f"out_dim must be at least 1 or None; got {out_dim}")
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1 or None; got {num_classes}")
+            raise ArgumentError(f"num_classes must be at least 1 or None; got {num_classes}")
         self.dim = dim
         self.out_dim = dim if out_dim is None else out_dim
         self.num_classes = num_classes
@@ -90,7 +91,7 @@ class MLP(nn.Module):
         """
         check_state(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, {self.dim}); got shape {tuple(x.shape)}")
         check_input_dtype(x, self.input.weight)
         cond = self.time_embed(batch_times(t, x))
         labels = null_or_labels(y, self.num_classes, x.shape[0], x.device)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
 
@@ -107,18 +108,18 @@ class UNet(nn.Module):
             ("time_embed_dim", time_embed_dim),
         ):
             if value < 1:
-                raise ValueError(f"{name} must be at least 1; got {value}")
+                raise ArgumentError(f"{name} must be at least 1; got {value}")
         if not channel_mults or min(channel_mults) < 1:
-            raise ValueError(f"channel_mults must be a non-empty sequence of positive ints; got {channel_mults}")
+            raise ArgumentError(f"channel_mults must be a non-empty sequence of positive ints; got {channel_mults}")
         if out_channels is not None and out_channels < 1:
-            raise ValueError(f"out_channels must be at least 1 or None; got {out_channels}")
+            raise ArgumentError(f"out_channels must be at least 1 or None; got {out_channels}")
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1 or None; got {num_classes}")
+            raise ArgumentError(f"num_classes must be at least 1 or None; got {num_classes}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1); got {dropout}")
+            raise ArgumentError(f"dropout must lie in [0, 1); got {dropout}")
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
-            raise ValueError(
+            raise ArgumentError(
                 f"image_size={image_size} must be divisible by 2**(len(channel_mults) - 1) = {factor} "
                 f"so that every downsampling halves it exactly; got channel_mults={channel_mults}"
             )
@@ -188,7 +189,7 @@ class UNet(nn.Module):
         check_state(x)
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}); got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (B, {', '.join(map(str, expected))}); got shape {tuple(x.shape)}")
         check_input_dtype(x, self.stem.weight)
         emb = self.time_embed(batch_times(t, x))
         labels = null_or_labels(y, self.num_classes, x.shape[0], x.device)

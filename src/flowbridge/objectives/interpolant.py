@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
 from flowbridge.fields.base import Field
 from flowbridge.fields.interpolant import InterpolantField
@@ -30,14 +31,14 @@ class InterpolantObjective(Objective):
 
     def __init__(self, interpolant: StochasticInterpolant, antithetic: bool = True, denoiser_weight: float = 1.0) -> None:
         if not denoiser_weight >= 0:
-            raise ValueError(f"denoiser_weight must be >= 0; got {denoiser_weight}")
+            raise ArgumentError(f"denoiser_weight must be >= 0; got {denoiser_weight}")
         self.interpolant, self.antithetic, self.denoiser_weight = interpolant, antithetic, float(denoiser_weight)
 
     def __call__(
         self, field: Field, x0: Tensor, x1: Tensor, t: Tensor, *, generator: RandomSource = None
     ) -> ObjectiveOutput:
         if not isinstance(field, InterpolantField):
-            raise TypeError(f"InterpolantObjective trains an InterpolantField; got {type(field).__name__}")
+            raise ArgumentError(f"InterpolantObjective trains an InterpolantField; got {type(field).__name__}")
         check_state(x0, "x0")
         check_state(x1, "x1")  # before drawing noise like x1
         z = randn_like(x1, generator=generator)

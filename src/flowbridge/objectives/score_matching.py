@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import expand_like
 from flowbridge.fields.base import Field
 from flowbridge.objectives.base import Objective, ObjectiveOutput, mean_over_features
@@ -37,9 +38,9 @@ class DenoisingScoreMatching(Objective):
 
     def __init__(self, path: GaussianPath | str = "vp", weighting: str = "uniform", sigma_data: float = 0.5) -> None:
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; known weightings: {', '.join(WEIGHTINGS)}")
+            raise ArgumentError(f"unknown weighting {weighting!r}; known weightings: {', '.join(WEIGHTINGS)}")
         if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0; got {sigma_data}")
+            raise ArgumentError(f"sigma_data must be > 0; got {sigma_data}")
         self.path = path if isinstance(path, GaussianPath) else GaussianPath(path)
         self.weighting, self.sigma_data = weighting, float(sigma_data)
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import (
     TimePoint,
     as_time,
@@ -165,7 +166,7 @@ class GaussianPath:
 
     def __init__(self, schedule: Schedule | str) -> None:
         if not isinstance(schedule, (Schedule, str)):
-            raise TypeError(f"schedule must be a Schedule or a registered schedule name; got {type(schedule).__name__}")
+            raise ArgumentError(f"schedule must be a Schedule or a registered schedule name; got {type(schedule).__name__}")
         object.__setattr__(self, "schedule", get_schedule(schedule) if isinstance(schedule, str) else schedule)
 
     @property
@@ -186,7 +187,7 @@ class GaussianPath:
         check_state(x0, "x0")
         check_state(x1, "x1")
         if x0.shape != x1.shape:
-            raise ValueError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
+            raise ArgumentError(f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}")
         check_unit_interval(t)
         x_t, dx_t = self.schedule.interpolate(x0, x1, expand_like(as_time(t, x1), x1))
         return PathSample(x_t=x_t, dx_t=dx_t, t=t, x0=x0, x1=x1)
@@ -251,7 +252,7 @@ class GaussianPath:
         check_state(value, "value")
         check_state(x, "x")
         if value.shape != x.shape:
-            raise ValueError(f"value must have the shape of x {tuple(x.shape)}; got {tuple(value.shape)}")
+            raise ArgumentError(f"value must have the shape of x {tuple(x.shape)}; got {tuple(value.shape)}")
         if source == target:
             check_parametrisation(source)
             return value

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like, registry_error
 
 
@@ -96,7 +97,7 @@ class StochasticInterpolant:
         if self.gamma not in GAMMAS:
             raise registry_error("gamma", self.gamma, list(GAMMAS))
         if not 0 <= self.gamma_scale < math.inf:
-            raise ValueError(f"gamma_scale must be >= 0 and finite; got {self.gamma_scale}")
+            raise ArgumentError(f"gamma_scale must be >= 0 and finite; got {self.gamma_scale}")
 
     def coefficients(self, t: Tensor | float, x: Tensor) -> InterpolantCoefficients:
         """Coefficients at ``t`` reshaped to broadcast against ``x``."""
@@ -112,7 +113,7 @@ class StochasticInterpolant:
         for name, value in (("x0", x0), ("x1", x1), ("z", z)):
             check_state(value, name)
         if x0.shape != x1.shape or z.shape != x1.shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"x0, x1 and z must have the same shape; got {tuple(x0.shape)}, {tuple(x1.shape)}, {tuple(z.shape)}"
             )
         check_unit_interval(t)
@@ -134,5 +135,5 @@ class StochasticInterpolant:
 def BrownianBridge(sigma: float = 1.0, t_min: float = 0.0, t_max: float = 1.0) -> StochasticInterpolant:
     r"""The Brownian bridge :math:`x_t = (1-t)x_0 + t x_1 + \sigma\sqrt{t(1-t)}\,z` (SB-CFM, DSBM)."""
     if not 0 < sigma < math.inf:
-        raise ValueError(f"BrownianBridge sigma must be > 0 and finite; got {sigma}")
+        raise ArgumentError(f"BrownianBridge sigma must be > 0 and finite; got {sigma}")
     return StochasticInterpolant(gamma="sqrt", gamma_scale=sigma, t_min=t_min, t_max=t_max)

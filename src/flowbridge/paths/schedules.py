@@ -20,6 +20,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import register_in, registry_error
 
 
@@ -71,7 +72,7 @@ class Schedule(ABC):
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.t_min < self.t_max <= 1.0):
-            raise ValueError(f"need 0 <= t_min < t_max <= 1; got t_min={self.t_min}, t_max={self.t_max}")
+            raise ArgumentError(f"need 0 <= t_min < t_max <= 1; got t_min={self.t_min}, t_max={self.t_max}")
 
     @abstractmethod
     def __call__(self, t: Tensor) -> ScheduleValues:
@@ -159,11 +160,11 @@ class VPSchedule(Schedule):
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "cosine"):
-            raise ValueError(f"VPSchedule kind must be 'linear' or 'cosine'; got {self.kind!r}")
+            raise ArgumentError(f"VPSchedule kind must be 'linear' or 'cosine'; got {self.kind!r}")
         if self.t_min == -1.0:  # the default: resolved from `kind`; other negative values are refused below
             object.__setattr__(self, "t_min", 0.0 if self.kind == "linear" else 1e-3)
         if self.kind == "linear" and not (0 < self.beta_min < self.beta_max):
-            raise ValueError(f"need 0 < beta_min < beta_max; got {self.beta_min}, {self.beta_max}")
+            raise ArgumentError(f"need 0 < beta_min < beta_max; got {self.beta_min}, {self.beta_max}")
         super().__post_init__()
 
     def _log_alpha_and_rate(self, s: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,7 +217,7 @@ class VESchedule(Schedule):
 
     def __post_init__(self) -> None:
         if not (0 < self.sigma_min < self.sigma_max):
-            raise ValueError(f"need 0 < sigma_min < sigma_max; got {self.sigma_min}, {self.sigma_max}")
+            raise ArgumentError(f"need 0 < sigma_min < sigma_max; got {self.sigma_min}, {self.sigma_max}")
         super().__post_init__()
 
     @property

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
@@ -40,20 +41,20 @@ def initial_state(
     """The state at ``t_start``: ``x0`` if given (checked against ``shape``), else source noise."""
     if x0 is not None:
         if not isinstance(x0, Tensor) or not x0.is_floating_point():
-            raise TypeError(f"x0 must be a floating-point tensor; got {type(x0).__name__} {getattr(x0, 'dtype', '')}")
+            raise ArgumentError(f"x0 must be a floating-point tensor; got {type(x0).__name__} {getattr(x0, 'dtype', '')}")
         if shape is not None and tuple(shape) != tuple(x0.shape):
-            raise ValueError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
+            raise ArgumentError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
         return x0
     if shape is None:
-        raise ValueError("give either shape=(batch, ...) or x0=tensor")
+        raise ArgumentError("give either shape=(batch, ...) or x0=tensor")
     try:
         shape = tuple(operator.index(s) for s in shape)  # integers only: 2.5 or "2" is a mistake, not a size
     except TypeError:
-        raise TypeError(f"shape must be a sequence of integers (batch, *dims); got {tuple(shape)!r}") from None
+        raise ArgumentError(f"shape must be a sequence of integers (batch, *dims); got {tuple(shape)!r}") from None
     if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"shape must be (batch, *dims) with positive sizes; got {shape}")
+        raise ArgumentError(f"shape must be (batch, *dims) with positive sizes; got {shape}")
     if isinstance(field.path, StochasticInterpolant):
-        raise ValueError("a stochastic interpolant transports a source data set: pass x0 (source samples), not shape")
+        raise ArgumentError("a stochastic interpolant transports a source data set: pass x0 (source samples), not shape")
     noise = randn(shape, generator=generator, dtype=dtype or torch.get_default_dtype(), device=device)
     if isinstance(field.path, GaussianPath):
         return field.path.prior_sample(shape, t_start, noise=noise)
@@ -73,12 +74,12 @@ def _random_source(
 ) -> RandomSource | Sequence[int]:
     given = sum(v is not None for v in (generator, seeds, seed))
     if given > 1:
-        raise ValueError("pass at most one of generator, seeds and seed")
+        raise ArgumentError("pass at most one of generator, seeds and seed")
     if generator is not None:
         from flowbridge.samplers.sde.common import BrownianPath  # lazy: the SDE package imports this module
 
         if not isinstance(generator, (torch.Generator, StackedGenerators, BrownianPath)):
-            raise TypeError(
+            raise ArgumentError(
                 f"generator must be a torch.Generator, StackedGenerators or BrownianPath; got {type(generator).__name__}"
             )
     if seed is not None:
@@ -86,7 +87,7 @@ def _random_source(
     if seeds is not None:
         seeds = list(seeds)
         if len(seeds) != batch:
-            raise ValueError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
+            raise ArgumentError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
         return seeds
     return generator
 
@@ -154,23 +155,23 @@ def sample(
         SamplingError: if any sample is non-finite at the end.
     """
     if not isinstance(field, Field):
-        raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
+        raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
     solver_obj = get_solver(solver, **solver_options)
     if shape is None and x0 is None:
-        raise ValueError("give either shape=(batch, ...) or x0=tensor")
+        raise ArgumentError("give either shape=(batch, ...) or x0=tensor")
     if x0 is not None and shape is not None and tuple(shape) != tuple(x0.shape):
-        raise ValueError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
+        raise ArgumentError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
     if x0 is not None and (not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0):
         what = f"shape {tuple(x0.shape)}" if isinstance(x0, Tensor) else type(x0).__name__
-        raise (ValueError if isinstance(x0, Tensor) else TypeError)(
+        raise ArgumentError(
             f"x0 must be a tensor of shape (batch, ...) with at least one sample; got {what}"
         )
     total = x0.shape[0] if x0 is not None else int(shape[0])  # type: ignore[index]
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
     source = _random_source(generator, seeds, seed, total)
     if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
-        raise ValueError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
+        raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
     t_start, t_end = t_span if t_span is not None else default_span(field)
     schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
     times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))

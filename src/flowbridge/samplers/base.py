@@ -18,16 +18,13 @@ from typing import Any, Callable, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError, SamplingError
 from flowbridge._utils import TimePoint, register_in, registry_error
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath, conversion_coefficients, schedule_rows, time_points
 from flowbridge.random import RandomSource
 
 State = TypeVar("State")
-
-
-class SamplingError(RuntimeError):
-    """Sampling produced non-finite values (names the solver and how many samples went bad)."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +75,10 @@ class Solver(ABC, Generic[State]):
     def check(self, field: Field, steps: int) -> None:
         """Raises a clear error if this solver cannot run on ``field`` with ``steps`` steps."""
         if steps < self.min_steps:
-            raise ValueError(f"solver {self.name!r} needs steps >= {self.min_steps}; got steps={steps}")
+            raise ArgumentError(f"solver {self.name!r} needs steps >= {self.min_steps}; got steps={steps}")
         if self.needs_gaussian_path and not isinstance(field.path, GaussianPath):
             applicable = sorted(n for n, cls in SOLVERS.items() if not cls.needs_gaussian_path)
-            raise ValueError(
+            raise CapabilityError(
                 f"solver {self.name!r} needs a field on a GaussianPath; this field's path is {field.path!r}. "
                 f"Solvers that apply: {', '.join(applicable)}"
             )
@@ -152,7 +149,7 @@ def _refuse_non_finite(
             lo, hi = times[0], times[-1]
             span = (lo + 1e-3, hi) if at == lo else (lo, hi - 1e-3) if at == hi else None
             fix = f"sample on a span that avoids it, e.g. t_span=({span[0]:g}, {span[1]:g})" if span else "use another grid"
-            raise ValueError(
+            raise ArgumentError(
                 f"solver {solver!r} needs the field's {target} at t={at:g}, where a {leaf.parametrisation} "
                 f"prediction on {leaf.path!r} does not determine it (alpha={row[0]:g}, sigma={row[1]:g}); {fix}"
             )
@@ -240,7 +237,7 @@ def get_solver(name: str | Solver[Any], **options: Any) -> Solver[Any]:
     """Builds a registered solver by name; unknown names and options fail with the known ones."""
     if isinstance(name, Solver):
         if options:
-            raise ValueError(f"options {sorted(options)} given with a solver instance; set them on the instance")
+            raise ArgumentError(f"options {sorted(options)} given with a solver instance; set them on the instance")
         return name
     if name not in SOLVERS:
         raise registry_error("solver", name, list(SOLVERS))
@@ -250,5 +247,5 @@ def get_solver(name: str | Solver[Any], **options: Any) -> Solver[Any]:
     unknown = [k for k in options if k not in params or k == "self"]
     if unknown and not accepts_any:
         known = [k for k in params if k != "self"]
-        raise ValueError(f"solver {name!r} has no option(s) {unknown}; its options: {known or 'none'}")
+        raise ArgumentError(f"solver {name!r} has no option(s) {unknown}; its options: {known or 'none'}")
     return cls(**options)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field
 from flowbridge.samplers.base import SolveResult, Solver
 
@@ -36,12 +37,12 @@ _MAX_PER_FIELD = 4
 def check_graphable(solver: Solver[Any], x: Tensor, generator: Any) -> None:
     """Raises a ValueError unless ``solver`` on ``x`` with ``generator`` can be captured."""
     if x.device.type != "cuda":
-        raise ValueError(f"cuda_graph=True needs the state on a CUDA device; it is on {x.device}")
+        raise CapabilityError(f"cuda_graph=True needs the state on a CUDA device; it is on {x.device}")
     if solver.nfe_per_step == 0:
-        raise ValueError(f"cuda_graph=True needs a fixed-step solver; {solver.name!r} chooses its steps as it goes")
+        raise CapabilityError(f"cuda_graph=True needs a fixed-step solver; {solver.name!r} chooses its steps as it goes")
     if solver.stochastic and generator is not None:
         if not (isinstance(generator, torch.Generator) and generator.device.type == "cuda"):
-            raise ValueError(
+            raise CapabilityError(
                 f"cuda_graph=True with the stochastic solver {solver.name!r} draws its noise inside the graph: pass "
                 f"generator=None or a torch.Generator(device='cuda'); got {type(generator).__name__}"
                 + (f" on {generator.device}" if isinstance(generator, torch.Generator) else "")
@@ -98,7 +99,7 @@ class GraphedSampler:
         """Runs the captured loop from ``x`` (copied into the graph's input) and returns copies of
         the results (the graph's own buffers are overwritten by the next replay)."""
         if x.shape != self.static_x.shape or x.dtype != self.static_x.dtype or x.device != self.static_x.device:
-            raise ValueError(
+            raise ArgumentError(
                 f"this capture is for states of shape {tuple(self.static_x.shape)}, {self.static_x.dtype} on "
                 f"{self.static_x.device}; got {tuple(x.shape)}, {x.dtype} on {x.device}"
             )

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import register_in, registry_error
 from flowbridge.paths.schedules import Schedule
 
@@ -54,7 +55,7 @@ def _sigma_bar_range(schedule: Schedule, t_start: float, t_end: float, sigma_bar
 
 def _needs_schedule(name: str, schedule: Schedule | None) -> Schedule:
     if schedule is None:
-        raise ValueError(f"the {name!r} grid needs a Gaussian schedule (a field on a GaussianPath)")
+        raise ArgumentError(f"the {name!r} grid needs a Gaussian schedule (a field on a GaussianPath)")
     return schedule
 
 
@@ -78,7 +79,7 @@ def karras_grid(
     r"""EDM's grid: :math:`\bar\sigma_i = (\bar\sigma_{max}^{1/\rho} + \tfrac{i}{N}(\bar\sigma_{min}^{1/\rho} - \bar\sigma_{max}^{1/\rho}))^\rho`."""
     schedule = _needs_schedule("karras", schedule)
     if not rho > 0:
-        raise ValueError(f"karras rho must be > 0; got {rho}")
+        raise ArgumentError(f"karras rho must be > 0; got {rho}")
     lo, hi = _sigma_bar_range(schedule, t_start, t_end, sigma_bar_min, sigma_bar_max)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     sigma_bar = (hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
@@ -97,13 +98,13 @@ def make_grid(
     if name not in GRIDS:
         raise registry_error("grid", name, list(GRIDS))
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+        raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
     for label, value in (("t_start", t_start), ("t_end", t_end)):
         if not (0.0 <= value <= 1.0):
-            raise ValueError(f"{label} must lie in [0, 1]; got {value}")
+            raise ArgumentError(f"{label} must lie in [0, 1]; got {value}")
     if t_start == t_end:
-        raise ValueError(f"t_start and t_end must differ (an empty time span); got t_start = t_end = {t_start}")
+        raise ArgumentError(f"t_start and t_end must differ (an empty time span); got t_start = t_end = {t_start}")
     grid = GRIDS[name](steps, t_start, t_end, schedule, **options)
     if not torch.isfinite(grid).all():
-        raise ValueError(f"the {name!r} grid is not finite on [{t_start}, {t_end}] for {schedule!r}")
+        raise ArgumentError(f"the {name!r} grid is not finite on [{t_start}, {t_end}] for {schedule!r}")
     return grid

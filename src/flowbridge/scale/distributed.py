@@ -23,6 +23,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.samplers.api import sample
 from flowbridge.samplers.base import get_solver
@@ -45,9 +46,9 @@ class ShardDataset(Dataset[ShardRange]):
     def __init__(self, num_samples: int, shard_size: int) -> None:
         for name, value in (("num_samples", num_samples), ("shard_size", shard_size)):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an integer; got {value!r}")
+                raise ArgumentError(f"{name} must be an integer; got {value!r}")
         if num_samples < 1 or shard_size < 1:
-            raise ValueError(f"num_samples and shard_size must be >= 1; got {num_samples}, {shard_size}")
+            raise ArgumentError(f"num_samples and shard_size must be >= 1; got {num_samples}, {shard_size}")
         self.ranges = [ShardRange(lo, min(lo + shard_size, num_samples)) for lo in range(0, num_samples, shard_size)]
 
     def __len__(self) -> int:
@@ -77,7 +78,7 @@ class SamplingJob:
         # Fail when the job is described, not in every rank's first predict step.
         get_solver(self.solver, **self.options)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
+            raise ArgumentError(f"steps must be a positive integer; got {self.steps!r}")
 
 
 class ShardSampler(LightningModule):
@@ -128,13 +129,13 @@ def merge_shards(out_dir: str | Path, num_samples: int, shard_size: int, *, outp
         try:
             part = torch.load(path, weights_only=True)
         except Exception as exc:  # truncated, corrupt or not a torch file: one message naming it
-            raise ValueError(f"shard {path} could not be read ({type(exc).__name__}); delete it and rerun the job") from exc
+            raise ArgumentError(f"shard {path} could not be read ({type(exc).__name__}); delete it and rerun the job") from exc
         expected = shard.stop - shard.start
         if not isinstance(part, Tensor) or part.ndim < 1 or part.shape[0] != expected:
             what = f"a tensor of shape {tuple(part.shape)}" if isinstance(part, Tensor) else type(part).__name__
-            raise ValueError(f"shard {path} holds {what}; expected a tensor of {expected} samples (delete it and rerun the job)")
+            raise ArgumentError(f"shard {path} holds {what}; expected a tensor of {expected} samples (delete it and rerun the job)")
         if parts and part.shape[1:] != parts[0].shape[1:]:
-            raise ValueError(f"shard {path} has samples of shape {tuple(part.shape[1:])}, other shards {tuple(parts[0].shape[1:])}")
+            raise ArgumentError(f"shard {path} has samples of shape {tuple(part.shape[1:])}, other shards {tuple(parts[0].shape[1:])}")
         parts.append(part)
     merged = torch.cat(parts)
     if output is not None:
@@ -185,7 +186,7 @@ def sample_to_disk(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(sample_shape, Sequence) or isinstance(sample_shape, str):
-        raise TypeError(f"sample_shape must be a sequence of integers, e.g. (2,); got {sample_shape!r}")
+        raise ArgumentError(f"sample_shape must be a sequence of integers, e.g. (2,); got {sample_shape!r}")
     job = SamplingJob(solver=solver, steps=steps, sample_shape=tuple(int(s) for s in sample_shape), seed=int(seed),
                       out_dir=out_dir, batch_size=batch_size)
     module = ShardSampler(field, job)

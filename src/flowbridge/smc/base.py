@@ -10,24 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SamplingError
+from flowbridge.errors import SamplingError, WeightCollapseError  # noqa: F401  (re-exported)
 from flowbridge.smc.coefficients import StepCoefficients
-
-
-class WeightCollapseError(SamplingError):
-    """Every particle's weight became zero: the SMC estimate is undefined.
-
-    Attributes:
-        step: the first step after which all weights were zero.
-        time: its grid time.
-        ess: the ESS trace up to the end of the run (NaN from the collapse on).
-    """
-
-    def __init__(self, message: str, *, step: int, time: float, ess: Tensor) -> None:
-        super().__init__(message)
-        self.step, self.time, self.ess = step, time, ess
 
 
 @dataclass(frozen=True)
@@ -129,11 +116,11 @@ def validate_log_potential(value: object, n: int, name: str) -> Tensor:
     """Checks a reward or log-potential evaluated on ``n`` particles: a floating (N,) tensor without
     NaN or ``+inf`` (``-inf`` is a hard zero). Called once, before the loop."""
     if not isinstance(value, Tensor) or not value.is_floating_point():
-        raise TypeError(f"{name} must return a floating tensor of shape ({n},); got {type(value).__name__} {getattr(value, 'dtype', '')}")
+        raise ArgumentError(f"{name} must return a floating tensor of shape ({n},); got {type(value).__name__} {getattr(value, 'dtype', '')}")
     if value.shape != (n,):
-        raise ValueError(f"{name} must return one value per particle, shape ({n},); got shape {tuple(value.shape)}")
+        raise ArgumentError(f"{name} must return one value per particle, shape ({n},); got shape {tuple(value.shape)}")
     bad = torch.isnan(value) | (value == float("inf"))
     n_bad = int(bad.sum())  # sync-ok: one validation before the loop
     if n_bad:
-        raise ValueError(f"{name} returned NaN or +inf for {n_bad} of {n} particles; it must be finite (or -inf for a hard constraint)")
+        raise ArgumentError(f"{name} returned NaN or +inf for {n_bad} of {n} particles; it must be finite (or -inf for a hard constraint)")
     return value

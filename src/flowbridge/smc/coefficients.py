@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 
 MOVES: tuple[str, ...] = ("exponential", "euler_maruyama")
@@ -110,18 +111,18 @@ def step_coefficients(
             move is unknown, or ``grid`` is not a 1-D tensor of at least 2 times.
     """
     if move not in MOVES:
-        raise ValueError(f"unknown SMC solver {move!r}; known: {', '.join(MOVES)}")
+        raise ArgumentError(f"unknown SMC solver {move!r}; known: {', '.join(MOVES)}")
     if not isinstance(grid, Tensor) or not grid.is_floating_point() or grid.ndim != 1 or grid.shape[0] < 2:
-        raise ValueError(
+        raise ArgumentError(
             "grid must be a 1-D floating tensor of at least 2 times (at least one step); "
             f"got {getattr(grid, 'shape', type(grid).__name__)}"
         )
     if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale >= 0):
-        raise ValueError(f"noise_scale must be a finite number >= 0; got {noise_scale!r}")
+        raise ArgumentError(f"noise_scale must be a finite number >= 0; got {noise_scale!r}")
     if not (isinstance(extra_noise, (int, float)) and math.isfinite(extra_noise) and extra_noise >= 0):
-        raise ValueError(f"extra_noise must be a finite number >= 0; got {extra_noise!r}")
+        raise ArgumentError(f"extra_noise must be a finite number >= 0; got {extra_noise!r}")
     if extra_noise > 0 and move == "exponential":
-        raise ValueError("extra_noise needs solver='euler_maruyama' (the exponential move assumes eps proportional to eta)")
+        raise ArgumentError("extra_noise needs solver='euler_maruyama' (the exponential move assumes eps proportional to eta)")
     grid = grid.to(torch.float64).cpu()  # sync-ok: the grid is built on the CPU; coefficients precomputed once in init
     v = path.schedule(grid)
     lam = path.schedule.log_snr(grid)
@@ -130,7 +131,7 @@ def step_coefficients(
     eps = noise_scale * eta + extra_noise
     h = grid[1:] - grid[:-1]
     if bool((h <= 0).any()):  # sync-ok: CPU validation before the loop
-        raise ValueError("the time grid must be strictly increasing (t = 0 noise to t = 1 data)")
+        raise ArgumentError("the time grid must be strictly increasing (t = 0 noise to t = 1 data)")
     k = (1 + noise_scale) * exponent_sum
     d_lam = lam[1:] - lam[:-1]
     if move == "exponential":
@@ -143,12 +144,12 @@ def step_coefficients(
     for name, value in (("alpha'/alpha", kappa), ("sigma^2 dlambda/dt", eta), ("the move's coefficients", torch.cat([decay, gain, var]))):
         bad = ~torch.isfinite(value)
         if bool(bad.any()):  # sync-ok: CPU validation before the loop
-            raise ValueError(
+            raise ArgumentError(
                 f"SMC needs finite {name} on the grid; it is not finite on [{float(grid[0]):.4g}, {float(grid[-1]):.4g}]. "
                 "Start later / stop earlier with t_span=(t0, t1) inside the path's regular interval"
             )
     if bool((eta < 0).any()) or bool((d_lam <= 0).any()):
-        raise ValueError("the schedule's log-SNR must increase with t (sigma^2 dlambda/dt >= 0)")
+        raise ArgumentError("the schedule's log-SNR must increase with t (sigma^2 dlambda/dt >= 0)")
     like = dict(dtype=dtype, device=device)
     return StepCoefficients(
         move=move, t=grid.to(**like), h=h.to(**like), kappa=kappa.to(**like), eta=eta.to(**like), eps=eps.to(**like),

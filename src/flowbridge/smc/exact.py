@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_unit_interval
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.paths.gaussian import GaussianPath
@@ -40,7 +41,7 @@ def noised_mixture(mixture: GaussianMixture, path: GaussianPath, t: float) -> Ga
         ValueError: if ``t`` lies outside [0, 1] (the schedule is only defined there).
     """
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"t must be a real number in [0, 1]; got {type(t).__name__}")
+        raise ArgumentError(f"t must be a real number in [0, 1]; got {type(t).__name__}")
     check_unit_interval(float(t))
     v = path.schedule(torch.tensor(float(t), dtype=torch.float64))
     a, s = float(v.alpha), float(v.sigma)
@@ -63,7 +64,7 @@ def _tilt(means: Tensor, covs: Tensor, q: Tensor, h: Tensor) -> tuple[Tensor, Te
     prec = prec0 + q
     evals = torch.linalg.eigvalsh(prec)
     if not bool((evals > 0).all()):
-        raise ValueError("the tilted density is not normalisable: Sigma_k^-1 + Q must be positive definite")
+        raise ArgumentError("the tilted density is not normalisable: Sigma_k^-1 + Q must be positive definite")
     cov = torch.linalg.inv(prec)
     cov = 0.5 * (cov + cov.transpose(-1, -2))
     lin = (prec0 @ means.unsqueeze(-1)).squeeze(-1) + h
@@ -87,7 +88,7 @@ def tilted_mixture(mixture: GaussianMixture, precision: Tensor, linear: Tensor) 
     q, h = torch.as_tensor(precision, **like), torch.as_tensor(linear, **like)
     d = mixture.dim
     if q.shape != (d, d) or h.shape != (d,):
-        raise ValueError(f"precision must be ({d}, {d}) and linear ({d},); got {tuple(q.shape)} and {tuple(h.shape)}")
+        raise ArgumentError(f"precision must be ({d}, {d}) and linear ({d},); got {tuple(q.shape)} and {tuple(h.shape)}")
     mean, cov, log_mass = _tilt(mixture.means, mixture.covs, q, h)
     logits = torch.log(mixture.weights) + log_mass
     log_z = torch.logsumexp(logits, 0)
@@ -97,7 +98,7 @@ def tilted_mixture(mixture: GaussianMixture, precision: Tensor, linear: Tensor) 
 def mixture_product(a: GaussianMixture, b: GaussianMixture) -> ExactTarget:
     r"""The normalised product :math:`p^a p^b / Z` of two mixtures and :math:`\log Z = \log\int p^a p^b`."""
     if a.dim != b.dim:
-        raise ValueError(f"mixtures must have the same dimension; got {a.dim} and {b.dim}")
+        raise ArgumentError(f"mixtures must have the same dimension; got {a.dim} and {b.dim}")
     d = a.dim
     prec_b = torch.linalg.inv(b.covs)  # (J, d, d)
     h_b = (prec_b @ b.means.unsqueeze(-1)).squeeze(-1)  # (J, d)
@@ -137,14 +138,14 @@ class GridDensity:
         self, log_density: Callable[[Tensor], Tensor], low: Sequence[float], high: Sequence[float], points: int = 400
     ) -> None:
         if isinstance(points, bool) or not isinstance(points, numbers.Integral):
-            raise TypeError(f"points (cells per dimension) must be an integer; got {points!r}")
+            raise ArgumentError(f"points (cells per dimension) must be an integer; got {points!r}")
         if points < MIN_GRID_POINTS:
-            raise ValueError(f"points (cells per dimension) must be an integer >= {MIN_GRID_POINTS}; got {points}")
+            raise ArgumentError(f"points (cells per dimension) must be an integer >= {MIN_GRID_POINTS}; got {points}")
         points = int(points)
         if len(low) != len(high) or not all(h > lo for lo, h in zip(low, high)):
-            raise ValueError(f"need low < high in every dimension; got {low}, {high}")
+            raise ArgumentError(f"need low < high in every dimension; got {low}, {high}")
         if points ** len(low) > 4_000_000:
-            raise ValueError(f"{points}^{len(low)} cells is too many for a grid; use d <= 2 or fewer points")
+            raise ArgumentError(f"{points}^{len(low)} cells is too many for a grid; use d <= 2 or fewer points")
         self.low = torch.tensor(low, dtype=torch.float64)
         self.width = (torch.tensor(high, dtype=torch.float64) - self.low) / points
         axes = [self.low[k] + (torch.arange(points, dtype=torch.float64) + 0.5) * self.width[k] for k in range(len(low))]
@@ -159,7 +160,7 @@ class GridDensity:
             edge.index_fill_(k, torch.tensor([0, points - 1]), True)
         edge_share = float(torch.exp(torch.logsumexp(side[edge], 0) - torch.logsumexp(side.reshape(-1), 0)))
         if not edge_share < 1e-6:
-            raise ValueError(
+            raise ArgumentError(
                 f"the density is not negligible at the edge of the box (edge cells hold {edge_share:.2g} of the mass); "
                 "widen the box, or check that the density is normalisable"
             )

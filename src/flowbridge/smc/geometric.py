@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field, same_path
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn, randn_like
@@ -69,20 +70,20 @@ class GeometricTarget(SMCTarget):
     def __init__(self, fields: Sequence[Field], exponents: Sequence[float]) -> None:
         fields = list(fields)
         if not fields:
-            raise ValueError("a geometric target needs at least one field")
+            raise ArgumentError("a geometric target needs at least one field")
         for k, f in enumerate(fields):
             if not isinstance(f, Field):
-                raise TypeError(f"fields[{k}] must be a flowbridge Field; got {type(f).__name__}")
+                raise ArgumentError(f"fields[{k}] must be a flowbridge Field; got {type(f).__name__}")
         path = same_path(*fields)
         if not isinstance(path, GaussianPath):
-            raise ValueError(f"Feynman–Kac correctors need fields on a GaussianPath; got path {path!r}")
+            raise CapabilityError(f"Feynman–Kac correctors need fields on a GaussianPath; got path {path!r}")
         exps = [float(b) for b in exponents]
         if len(exps) != len(fields):
-            raise ValueError(f"need one exponent per field: {len(fields)} fields, {len(exps)} exponents")
+            raise ArgumentError(f"need one exponent per field: {len(fields)} fields, {len(exps)} exponents")
         if not all(math.isfinite(b) for b in exps):
-            raise ValueError(f"exponents must be finite; got {exps}")
+            raise ArgumentError(f"exponents must be finite; got {exps}")
         if not sum(exps) > 0:
-            raise ValueError(f"the exponents must have a positive sum (else the target is not normalisable); got {exps}")
+            raise ArgumentError(f"the exponents must have a positive sum (else the target is not normalisable); got {exps}")
         self.fields, self.exponents, self.path = fields, exps, path
         self.total = sum(exps)
         self.exponent_sum = self.total
@@ -152,7 +153,7 @@ def anneal(field: Field, beta: float) -> GeometricTarget:
         ValueError: if ``beta`` is not a finite number > 0.
     """
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0; got {beta!r}")
+        raise ArgumentError(f"beta must be a finite number > 0; got {beta!r}")
     return GeometricTarget([field], [beta])
 
 
@@ -161,7 +162,7 @@ def product(*fields: Field) -> GeometricTarget:
     if len(fields) == 1 and isinstance(fields[0], (list, tuple)):
         fields = tuple(fields[0])
     if len(fields) < 2:
-        raise ValueError(f"a product of experts needs at least two fields; got {len(fields)}")
+        raise ArgumentError(f"a product of experts needs at least two fields; got {len(fields)}")
     return GeometricTarget(list(fields), [1.0] * len(fields))
 
 
@@ -175,5 +176,5 @@ def guided(cond: Field, uncond: Field, w: float) -> GeometricTarget:
         ValueError: if ``w`` is not finite or the fields live on different paths.
     """
     if not (isinstance(w, (int, float)) and math.isfinite(w)):
-        raise ValueError(f"guidance weight w must be a finite number; got {w!r}")
+        raise ArgumentError(f"guidance weight w must be a finite number; got {w!r}")
     return GeometricTarget([cond, uncond], [float(w), 1.0 - float(w)])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.metrics.ess import effective_sample_size
 
 
@@ -31,17 +32,17 @@ class Particles:
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Tensor) or not self.x.is_floating_point() or self.x.ndim < 2:
-            raise TypeError(f"Particles.x must be a floating tensor of shape (N, ...); got {getattr(self.x, 'shape', type(self.x).__name__)}")
+            raise ArgumentError(f"Particles.x must be a floating tensor of shape (N, ...); got {getattr(self.x, 'shape', type(self.x).__name__)}")
         if not isinstance(self.log_weights, Tensor) or self.log_weights.shape != self.x.shape[:1]:
-            raise ValueError(
+            raise ArgumentError(
                 f"Particles.log_weights must have shape ({self.x.shape[0]},) to match x; "
                 f"got {tuple(getattr(self.log_weights, 'shape', ()))}"
             )
         # Metadata only (no host sync): softmax/logsumexp have no integer or complex kernels.
         if not self.log_weights.is_floating_point():
-            raise TypeError(f"Particles.log_weights must be a real floating-point tensor; got dtype {self.log_weights.dtype}")
+            raise ArgumentError(f"Particles.log_weights must be a real floating-point tensor; got dtype {self.log_weights.dtype}")
         if self.x.shape[0] < 2:
-            raise ValueError(f"a particle system needs at least 2 particles; got {self.x.shape[0]}")
+            raise ArgumentError(f"a particle system needs at least 2 particles; got {self.x.shape[0]}")
 
     @classmethod
     def uniform(cls, x: Tensor) -> "Particles":

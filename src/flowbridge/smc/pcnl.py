@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand, randn, randn_like
 from flowbridge.smc.base import InitialParticles, sum_features
 from flowbridge.smc.coefficients import StepCoefficients
@@ -51,9 +52,9 @@ class PCNL:
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"PCNL steps must be a positive integer; got {self.steps!r}")
+            raise ArgumentError(f"PCNL steps must be a positive integer; got {self.steps!r}")
         if not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise ValueError(f"PCNL step_size must be a finite number > 0; got {self.step_size!r}")
+            raise ArgumentError(f"PCNL step_size must be a finite number > 0; got {self.step_size!r}")
 
 
 def _log_target(x: Tensor, phi: Tensor, var: float) -> Tensor:
@@ -75,7 +76,7 @@ def pcnl_initial(
     :math:`e^{\\phi_0}`) and an unknown initial normaliser (``log_normalizer=None``).
     """
     if not isinstance(target, TiltedTarget):
-        raise TypeError(f"pCNL initialisation applies to reward-tilted targets (tilted(...)); got {type(target).__name__}")
+        raise ArgumentError(f"pCNL initialisation applies to reward-tilted targets (tilted(...)); got {type(target).__name__}")
     var = c.sigma0**2
     delta = options.step_size
     a, b, cc = (2 - delta) / (2 + delta), 2 * delta / (2 + delta), math.sqrt(8 * delta) / (2 + delta)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import registry_error
 from flowbridge.smc.resampling import RESAMPLERS, get_resampler
 
@@ -52,7 +53,7 @@ class EveryStep(ResamplePolicy):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be a non-negative integer; got {self.warmup!r}")
+            raise ArgumentError(f"warmup must be a non-negative integer; got {self.warmup!r}")
 
     def decide(self, i: int, ess: Tensor, n: int) -> bool:
         return i >= self.warmup
@@ -67,7 +68,7 @@ class ESSBelow(ResamplePolicy):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must lie in (0, 1] (a fraction of the particle count); got {self.threshold!r}")
+            raise ArgumentError(f"threshold must lie in (0, 1] (a fraction of the particle count); got {self.threshold!r}")
 
     def decide(self, i: int, ess: Tensor, n: int) -> Tensor:
         return ess < self.threshold * n
@@ -94,9 +95,9 @@ def get_policy(policy: str | ResamplePolicy | None) -> ResamplePolicy:
         if policy in POLICIES:
             return POLICIES[policy]()
         if policy in RESAMPLERS:
-            raise ValueError(
+            raise ArgumentError(
                 f"resample={policy!r} names a resampler, not a policy; use e.g. ESSBelow(method={policy!r}) "
                 f"or EveryStep(method={policy!r})"
             )
         raise registry_error("resampling policy", policy, list(POLICIES))
-    raise TypeError(f"resample must be a policy name, a ResamplePolicy or None; got {type(policy).__name__}")
+    raise ArgumentError(f"resample must be a policy name, a ResamplePolicy or None; got {type(policy).__name__}")

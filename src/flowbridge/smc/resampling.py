@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import registry_error
 from flowbridge.random import RandomSource, rand
 
@@ -48,9 +49,9 @@ def _inverse_cdf(weights: Tensor, u: Tensor) -> Tensor:
 
 def _check(log_weights: Tensor) -> None:
     if not isinstance(log_weights, Tensor) or not log_weights.is_floating_point() or log_weights.ndim < 1:
-        raise TypeError("log_weights must be a floating tensor of shape (..., N)")
+        raise ArgumentError("log_weights must be a floating tensor of shape (..., N)")
     if log_weights.shape[-1] < 1:
-        raise ValueError("log_weights must hold at least one particle")
+        raise ArgumentError("log_weights must hold at least one particle")
 
 
 def _uniforms(shape: tuple[int, ...], like: Tensor, generator: RandomSource) -> Tensor:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
 from flowbridge.samplers.base import SamplingError
@@ -133,13 +134,13 @@ def sample(
         SamplingError: non-finite weight increments (NaN or ``+inf`` rewards or scores) or samples.
     """
     if not isinstance(target, SMCTarget):
-        raise TypeError(f"target must be built by anneal, product, guided or tilted; got {type(target).__name__}")
+        raise ArgumentError(f"target must be built by anneal, product, guided or tilted; got {type(target).__name__}")
     if solver not in MOVES:
-        raise ValueError(f"unknown SMC solver {solver!r}; known: {', '.join(MOVES)}")
+        raise ArgumentError(f"unknown SMC solver {solver!r}; known: {', '.join(MOVES)}")
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+        raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
     if weight_rule not in WEIGHT_RULES:
-        raise ValueError(f"unknown weight_rule {weight_rule!r}; known: {', '.join(WEIGHT_RULES)}")
+        raise ArgumentError(f"unknown weight_rule {weight_rule!r}; known: {', '.join(WEIGHT_RULES)}")
     policy = get_policy(resample)
     resampler = get_resampler(policy.method)
     path: GaussianPath = target.path
@@ -153,12 +154,12 @@ def sample(
         dtype, dev = given.x.dtype, given.x.device
     else:
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
-            raise ValueError(f"particles must be an integer >= 2 (or Particles); got {particles!r}")
+            raise ArgumentError(f"particles must be an integer >= 2 (or Particles); got {particles!r}")
         if shape is None:
-            raise ValueError("give shape=(d,) (the per-particle shape) when particles is a number")
+            raise ArgumentError("give shape=(d,) (the per-particle shape) when particles is a number")
         event = tuple(int(s) for s in shape)
         if not event or min(event) < 1:
-            raise ValueError(f"shape must be a non-empty per-particle shape with positive sizes; got {tuple(shape)}")
+            raise ArgumentError(f"shape must be a non-empty per-particle shape with positive sizes; got {tuple(shape)}")
         n = particles
         dtype = dtype or torch.get_default_dtype()
         dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -169,7 +170,7 @@ def sample(
 
     if given is not None:
         if isinstance(init, PCNL):
-            raise ValueError("init=PCNL(...) draws the particles itself; do not also pass Particles")
+            raise ArgumentError("init=PCNL(...) draws the particles itself; do not also pass Particles")
         start = InitialParticles(x=given.x, log_weights=given.log_weights, log_normalizer=None)
         check = getattr(target, "check_reward", None)
         if check is not None:
@@ -179,7 +180,7 @@ def sample(
     elif init == "gaussian":
         start = target.initial(n, event, c, generator=generator, dtype=dtype, device=dev)
     else:
-        raise ValueError(f"init must be 'gaussian' or PCNL(...); got {init!r}")
+        raise ArgumentError(f"init must be 'gaussian' or PCNL(...); got {init!r}")
 
     cache, log_w = target.start(start, c, final=False)
     if not correct:

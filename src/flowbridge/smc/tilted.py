@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn, randn_like
@@ -81,15 +82,15 @@ class TiltedTarget(SMCTarget):
 
     def __init__(self, field: Field, reward: Reward, lam: float, *, gradient: bool | None = None) -> None:
         if not isinstance(field, Field):
-            raise TypeError(f"field must be a flowbridge Field; got {type(field).__name__}")
+            raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
         if not isinstance(field.path, GaussianPath):
-            raise ValueError(f"reward-tilted SMC needs a field on a GaussianPath; got path {field.path!r}")
+            raise CapabilityError(f"reward-tilted SMC needs a field on a GaussianPath; got path {field.path!r}")
         if not callable(reward):
-            raise TypeError(f"reward must be callable r(x) -> (N,); got {type(reward).__name__}")
+            raise ArgumentError(f"reward must be callable r(x) -> (N,); got {type(reward).__name__}")
         if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
-            raise ValueError(f"lam must be a finite number > 0; got {lam!r}")
+            raise ArgumentError(f"lam must be a finite number > 0; got {lam!r}")
         if gradient not in (None, True, False):
-            raise TypeError(f"gradient must be True, False or None (auto); got {gradient!r}")
+            raise ArgumentError(f"gradient must be True, False or None (auto); got {gradient!r}")
         self.field, self.reward, self.lam, self.gradient = field, reward, float(lam), gradient
         self.path = field.path
 
@@ -138,7 +139,7 @@ class TiltedTarget(SMCTarget):
     def check_reward(self, x: Tensor, c: StepCoefficients) -> None:
         """Validates the reward's output on ``x`` at the first grid time (once, before the loop)."""
         if c.steps > 0 and float(c.eps[0]) <= 0:  # sync-ok: a grid coefficient, checked once
-            raise ValueError("reward-tilted SMC needs a stochastic reference: noise_scale must be > 0")
+            raise ArgumentError("reward-tilted SMC needs a stochastic reference: noise_scale must be > 0")
         x1_hat = self._means(x, c.t[0])[0].detach()
         validate_log_potential(self.reward(x1_hat), x.shape[0], "reward")
         validate_log_potential(self.reward(x.detach()), x.shape[0], "reward")

@@ -30,6 +30,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge._utils import register_in, registry_error
 from flowbridge.fields.base import Field
 from flowbridge.inverse.measurement import Measurement
@@ -142,7 +143,7 @@ class TimeGrid:
               t_end: float | None = None) -> "TimeGrid":
         """``steps`` nodes from ``t_start`` to ``t_end`` on ``path`` plus the clean node."""
         if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
+            raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
         start = path.t_min if t_start is None else t_start
         end = path.t_max if t_end is None else t_end
         if float(path.schedule(torch.tensor(start, dtype=torch.float64)).alpha) <= 0:
@@ -231,30 +232,30 @@ class PosteriorSampler:
         """Raises TypeError / ValueError naming what is missing before any work is done."""
         op = measurement.operator
         if not isinstance(field.path, GaussianPath):
-            raise TypeError(f"posterior sampler {self.name!r} needs a prior field on a GaussianPath; got path={field.path!r}")
+            raise CapabilityError(f"posterior sampler {self.name!r} needs a prior field on a GaussianPath; got path={field.path!r}")
         others = lambda pred: ", ".join(sorted(n for n, c in POSTERIOR_SAMPLERS.items() if pred(c)))  # noqa: E731
         if self.needs_vjp and not op.differentiable:
-            raise TypeError(
+            raise CapabilityError(
                 f"posterior sampler {self.name!r} needs gradients through the forward model, but "
                 f"{type(op).__name__} has differentiable=False; derivative-free samplers that apply: "
                 f"{others(lambda c: not c.needs_vjp and not c.needs_linear and not c.needs_svd)}"
             )
         if (self.needs_linear or self.needs_svd) and not op.linear:
-            raise TypeError(
+            raise CapabilityError(
                 f"posterior sampler {self.name!r} needs a linear operator; {type(op).__name__} is not linear. "
                 f"Samplers for nonlinear models: {others(lambda c: not c.needs_linear and not c.needs_svd)}"
             )
         if self.needs_svd and not op.has_svd:
-            raise TypeError(
+            raise CapabilityError(
                 f"posterior sampler {self.name!r} needs the operator's SVD; {type(op).__name__} provides none. "
                 f"Samplers without an SVD: {others(lambda c: not c.needs_svd)}"
             )
         if self.needs_gaussian_noise and not measurement.noise.gaussian:
-            raise TypeError(
+            raise CapabilityError(
                 f"posterior sampler {self.name!r} needs Gaussian observation noise; got {measurement.noise!r}"
             )
         if self.uses_particles and (not isinstance(particles, int) or particles < 2):
-            raise ValueError(f"posterior sampler {self.name!r} runs particles: particles must be an integer >= 2; got {particles!r}")
+            raise ArgumentError(f"posterior sampler {self.name!r} runs particles: particles must be an integer >= 2; got {particles!r}")
 
     # Subclasses implement init / step / finish.
     def init(self, ctx: Context, x: Tensor, *, generator: RandomSource) -> Any:

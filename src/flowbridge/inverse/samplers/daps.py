@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, TimeGrid, register_posterior_sampler
 from flowbridge.random import RandomSource, rand, randn_like
 
@@ -47,9 +48,9 @@ class DAPS(PosteriorSampler):
 
     def __init__(self, ode_steps: int = 1, mcmc: str = "auto", mcmc_steps: int = 50, step_scale: float | None = None) -> None:
         if mcmc not in ("auto", "langevin", "metropolis"):
-            raise ValueError(f"mcmc must be 'auto', 'langevin' or 'metropolis'; got {mcmc!r}")
+            raise ArgumentError(f"mcmc must be 'auto', 'langevin' or 'metropolis'; got {mcmc!r}")
         if not isinstance(ode_steps, int) or ode_steps < 1 or not isinstance(mcmc_steps, int) or mcmc_steps < 1:
-            raise ValueError(f"ode_steps and mcmc_steps must be integers >= 1; got {ode_steps!r}, {mcmc_steps!r}")
+            raise ArgumentError(f"ode_steps and mcmc_steps must be integers >= 1; got {ode_steps!r}, {mcmc_steps!r}")
         self.ode_steps, self.mcmc, self.mcmc_steps, self.step_scale = ode_steps, mcmc, mcmc_steps, step_scale
 
     def _kind(self, ctx: Context) -> str:
@@ -60,7 +61,7 @@ class DAPS(PosteriorSampler):
     def check(self, field, measurement, particles):  # type: ignore[no-untyped-def]
         super().check(field, measurement, particles)
         if self.mcmc == "langevin" and not measurement.operator.differentiable:
-            raise TypeError(
+            raise ArgumentError(
                 f"daps with mcmc='langevin' needs gradients through the forward model, but "
                 f"{type(measurement.operator).__name__} has differentiable=False; use mcmc='metropolis'"
             )

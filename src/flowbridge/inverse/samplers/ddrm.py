@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, register_posterior_sampler
 from flowbridge.random import RandomSource, randn_like
 
@@ -38,7 +39,7 @@ class DDRM(PosteriorSampler):
 
     def __init__(self, eta: float = 0.85, eta_b: float = 1.0) -> None:
         if not (0 <= eta <= 1 and 0 <= eta_b <= 1):
-            raise ValueError(f"eta and eta_b must lie in [0, 1]; got {eta}, {eta_b}")
+            raise ArgumentError(f"eta and eta_b must lie in [0, 1]; got {eta}, {eta_b}")
         self.eta, self.eta_b = float(eta), float(eta_b)
 
     def init(self, ctx: Context, x: Tensor, *, generator: RandomSource) -> DDRMState:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, register_posterior_sampler
 from flowbridge.random import RandomSource, randn_like
 
@@ -42,11 +43,11 @@ class DDS(PosteriorSampler):
 
     def __init__(self, gamma: float | str = 1.0, cg_iterations: int = 5, eta: float = 0.85) -> None:
         if gamma != "auto" and (not isinstance(gamma, (int, float)) or gamma < 0):
-            raise ValueError(f"gamma must be a number >= 0 or 'auto'; got {gamma!r}")
+            raise ArgumentError(f"gamma must be a number >= 0 or 'auto'; got {gamma!r}")
         if not isinstance(cg_iterations, int) or cg_iterations < 0:
-            raise ValueError(f"cg_iterations must be an integer >= 0; got {cg_iterations!r}")
+            raise ArgumentError(f"cg_iterations must be an integer >= 0; got {cg_iterations!r}")
         if not 0 <= eta <= 1:
-            raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+            raise ArgumentError(f"eta must lie in [0, 1]; got {eta}")
         self.gamma, self.cg_iterations, self.eta = gamma, cg_iterations, float(eta)
 
     def init(self, ctx: Context, x: Tensor, *, generator: RandomSource) -> DDSState:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.samplers.base import (
     Context, PosteriorSampler, PosteriorSamples, data_with_grad, ddim_step, gradient, register_posterior_sampler,
 )
@@ -42,7 +43,7 @@ class DPS(PosteriorSampler):
 
     def __init__(self, step_size: float = 1.0, eta: float = 1.0) -> None:
         if step_size < 0 or not 0 <= eta <= 1:
-            raise ValueError(f"need step_size >= 0 and 0 <= eta <= 1; got {step_size}, {eta}")
+            raise ArgumentError(f"need step_size >= 0 and 0 <= eta <= 1; got {step_size}, {eta}")
         self.step_size, self.eta = float(step_size), float(eta)
 
     def init(self, ctx: Context, x: Tensor, *, generator: RandomSource) -> DPSState:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import finite_number
 from flowbridge.inverse.samplers.base import (
     Context, PosteriorSampler, PosteriorSamples, ddim_step, register_posterior_sampler,
@@ -65,7 +66,7 @@ class EnKG(PosteriorSampler):
 
     def __init__(self, eta: float = 1.0, inflation: float = 1.0, localization: float | None = 0.5) -> None:
         if not 0 <= eta <= 1 or inflation < 0:
-            raise ValueError(f"need 0 <= eta <= 1 and inflation >= 0; got {eta}, {inflation}")
+            raise ArgumentError(f"need 0 <= eta <= 1 and inflation >= 0; got {eta}, {inflation}")
         self.eta, self.inflation = float(eta), float(inflation)
         self.localization = None if localization is None else finite_number(localization, "localization", positive=True)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.resampling import resample_if_degenerate
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, register_posterior_sampler
 from flowbridge.inverse.samplers.kalman import ensemble_gradient
@@ -67,7 +68,7 @@ class Ensemble(PosteriorSampler):
         self, inflation: float = 1.0, guidance_scale: float = 1.0, resample_threshold: float = 0.5, data_variance: float = math.inf
     ) -> None:
         if inflation < 0 or guidance_scale < 0 or not 0 <= resample_threshold <= 1 or not data_variance > 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"need inflation >= 0, guidance_scale >= 0, resample_threshold in [0, 1], data_variance > 0; got "
                 f"{inflation}, {guidance_scale}, {resample_threshold}, {data_variance}"
             )

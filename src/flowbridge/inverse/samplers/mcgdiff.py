@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.resampling import resample_if_degenerate
 from flowbridge.inverse.samplers.base import Context, PosteriorSampler, PosteriorSamples, register_posterior_sampler
 from flowbridge.inverse.samplers.particles import gaussian_log_density, particle_result
@@ -57,7 +58,7 @@ class MCGdiff(PosteriorSampler):
 
     def __init__(self, resample_threshold: float = 0.5) -> None:
         if not 0 <= resample_threshold <= 1:
-            raise ValueError(f"resample_threshold must lie in [0, 1]; got {resample_threshold}")
+            raise ArgumentError(f"resample_threshold must lie in [0, 1]; got {resample_threshold}")
         self.resample_threshold = float(resample_threshold)
 
     def _log_potential(self, ctx: Context, z: Tensor, var_extra: float) -> Tensor:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.samplers.base import (
     Context, PosteriorSampler, PosteriorSamples, data_with_grad, ddim_step, gradient, register_posterior_sampler,
 )
@@ -59,9 +60,9 @@ class PiGDM(PosteriorSampler):
 
     def __init__(self, eta: float = 1.0, guidance_scale: float = 1.0, covariance_bound: float | None = 1.0) -> None:
         if not 0 <= eta <= 1 or guidance_scale < 0:
-            raise ValueError(f"need 0 <= eta <= 1 and guidance_scale >= 0; got {eta}, {guidance_scale}")
+            raise ArgumentError(f"need 0 <= eta <= 1 and guidance_scale >= 0; got {eta}, {guidance_scale}")
         if covariance_bound is not None and not covariance_bound > 0:
-            raise ValueError(f"covariance_bound must be positive or None; got {covariance_bound!r}")
+            raise ArgumentError(f"covariance_bound must be positive or None; got {covariance_bound!r}")
         self.eta, self.guidance_scale = float(eta), float(guidance_scale)
         self.covariance_bound = None if covariance_bound is None else float(covariance_bound)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.inverse.resampling import resample_if_degenerate
 from flowbridge.inverse.samplers.base import (
     Context, PosteriorSampler, PosteriorSamples, data_with_grad, gradient, register_posterior_sampler,
@@ -73,7 +74,7 @@ class TDS(PosteriorSampler):
 
     def __init__(self, inflation: float = 1.0, resample_threshold: float = 0.5, data_variance: float = math.inf) -> None:
         if inflation < 0 or not 0 <= resample_threshold <= 1 or not data_variance > 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"need inflation >= 0, resample_threshold in [0, 1] and data_variance > 0; got {inflation}, "
                 f"{resample_threshold}, {data_variance}"
             )

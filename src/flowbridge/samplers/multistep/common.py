@@ -49,6 +49,7 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint, check_unit_interval
 from flowbridge.fields.base import Field, check_field
 from flowbridge.paths.gaussian import GaussianPath
@@ -127,26 +128,26 @@ def gaussian_grid(solver: str, field: Field, grid: Tensor, final_step: str) -> G
     check_field(field)
     path = field.path
     if not isinstance(path, GaussianPath):  # check() already refuses; keep init self-contained
-        raise ValueError(f"solver {solver!r} needs a field on a GaussianPath; got path {path!r}")
+        raise ArgumentError(f"solver {solver!r} needs a field on a GaussianPath; got path {path!r}")
     t = grid.detach().to(device="cpu", dtype=torch.float64)
     if t.ndim != 1 or t.shape[0] < 2:
-        raise ValueError(f"grid must be a 1-D tensor with at least 2 times; got shape {tuple(t.shape)}")
+        raise ArgumentError(f"grid must be a 1-D tensor with at least 2 times; got shape {tuple(t.shape)}")
     check_unit_interval(t, "grid")
     if not bool((t[1:] > t[:-1]).all()):
-        raise ValueError(f"solver {solver!r} needs an increasing grid (t=0 source to t=1 target); got {t.tolist()}")  # sync-ok: CPU grid in init, error path
+        raise ArgumentError(f"solver {solver!r} needs an increasing grid (t=0 source to t=1 target); got {t.tolist()}")  # sync-ok: CPU grid in init, error path
     v = path.schedule(t)
     alpha, sigma = v.alpha.clone(), v.sigma.clone()
     if not bool(torch.isfinite(alpha).all() and torch.isfinite(sigma).all()):  # sync-ok: CPU grid in init
-        raise ValueError(f"solver {solver!r}: the schedule is not finite on the grid {t.tolist()} (times outside [0, 1]?)")  # sync-ok: CPU grid, error path
+        raise ArgumentError(f"solver {solver!r}: the schedule is not finite on the grid {t.tolist()} (times outside [0, 1]?)")  # sync-ok: CPU grid, error path
     if not bool((alpha > 0).all()):
         first = float(t[int(torch.nonzero(alpha <= 0)[0])])
-        raise ValueError(
+        raise ArgumentError(
             f"solver {solver!r} works in sigma/alpha and log-SNR, which are infinite where alpha(t) = 0; "
             f"the grid contains t={first:g} with alpha = 0 on {path.schedule!r}. Start at t > 0: use "
             "grid='logsnr' or grid='karras' (clipped to sigma/alpha <= 80) or t_span=(t0, t1) with t0 > 0"
         )
     if not bool((sigma[:-1] > 0).all()):
-        raise ValueError(
+        raise ArgumentError(
             f"solver {solver!r}: sigma(t) = 0 is allowed only at the last grid time; grid {t.tolist()} "  # sync-ok: CPU grid in init, error path
             f"reaches sigma = 0 earlier on {path.schedule!r}"
         )
@@ -192,21 +193,21 @@ class MultistepState:
 def check_option(name: str, value: object, allowed: Sequence[object]) -> None:
     """Raises a ValueError naming the option and its allowed values."""
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+        raise ArgumentError(f"{name} must be one of {list(allowed)}; got {value!r}")
 
 
 def check_beta(beta: float) -> float:
     """Momentum weight on the new term: 0 < beta <= 1 (beta = 1 is the base solver)."""
     beta = float(beta)
     if not (0.0 < beta <= 1.0):
-        raise ValueError(f"beta must lie in (0, 1] (beta = 1 means no momentum); got {beta}")
+        raise ArgumentError(f"beta must lie in (0, 1] (beta = 1 means no momentum); got {beta}")
     return beta
 
 
 def check_order(order: int, low: int, high: int) -> int:
     """Raises a ValueError unless ``order`` is an int in ``[low, high]``; returns it."""
     if not isinstance(order, int) or isinstance(order, bool) or not (low <= order <= high):
-        raise ValueError(f"order must be an integer in [{low}, {high}]; got {order!r}")
+        raise ArgumentError(f"order must be an integer in [{low}, {high}]; got {order!r}")
     return order
 
 
@@ -258,7 +259,7 @@ class GaussianMultistep(Solver[MultistepState]):
         plans = self.plan(g)
         bad = [i for i, p in enumerate(plans) if not all(math.isfinite(c) for c in _floats(p))]
         if bad:
-            raise ValueError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")  # sync-ok: CPU grid in init, error path
+            raise ArgumentError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")  # sync-ok: CPU grid in init, error path
         points = prepare_times(self.name, field, g.t[:-1], x, evaluates=(self.evaluates,))
         return MultistepState(t=points, plans=plans)
 

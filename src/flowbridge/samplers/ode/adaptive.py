@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
 from flowbridge.samplers.base import SamplingError, SolveResult, Solver, check_evaluable, register_solver
@@ -33,7 +34,7 @@ class TorchdiffeqSolver(Solver[None]):
 
     def __init__(self, rtol: float = 1e-5, atol: float = 1e-5, options: dict[str, Any] | None = None) -> None:
         if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
+            raise ArgumentError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
         self.rtol, self.atol = float(rtol), float(atol)
         self.options = dict(options or {})
 

@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field, check_field
 from flowbridge.fields.guidance import GuidedField
 from flowbridge.fields.interpolant import InterpolantField
@@ -72,7 +73,7 @@ def check_score_field(field: Field, solver: str) -> None:
         why = "this interpolant field has no denoiser network (denoiser=None), so it cannot give a score"
     else:
         why = f"this field's path is {field.path!r}, which has no score"
-    raise ValueError(
+    raise CapabilityError(
         f"solver {solver!r} needs a field that gives a score: a field on a GaussianPath, or an "
         f"InterpolantField with a denoiser; {why}. Solvers that apply: {', '.join(applicable)}"
     )
@@ -107,13 +108,13 @@ def check_levels(levels: Tensor, times: Tensor, solver: str) -> None:
     """Raises a ValueError if a CPU tensor of levels is non-finite or negative somewhere."""
     finite = torch.isfinite(levels)
     if not finite.all():
-        raise ValueError(
+        raise ArgumentError(
             f"{solver}: the diffusion level eps(t) is not finite on the grid (at t={float(times[~finite][0]):.3g}); "
             "start later (t_span=(1e-3, ...)) or pass eps=callable"
         )
     if (levels < 0).any():
         bad = float(times[levels < 0][0])
-        raise ValueError(
+        raise ArgumentError(
             f"{solver}: the diffusion level eps(t) must be >= 0 everywhere; got eps={float(levels.min()):.3g} "
             f"(first negative at t={bad:.3g})"
         )
@@ -139,14 +140,14 @@ def check_eps_on_span(field: Field, t_start: float, t_end: float, noise_scale: f
 def check_noise_scale(noise_scale: float) -> float:
     """Validates ``noise_scale >= 0`` and returns it as a float."""
     if not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale < math.inf:
-        raise ValueError(f"noise_scale must be >= 0 and finite; got {noise_scale}")
+        raise ArgumentError(f"noise_scale must be >= 0 and finite; got {noise_scale}")
     return float(noise_scale)
 
 
 def check_eps_callable(eps: object) -> None:
     """Raises a TypeError unless ``eps`` is ``None`` or callable."""
     if eps is not None and not callable(eps):
-        raise TypeError(f"eps must be a callable eps(t) -> tensor or None; got {type(eps).__name__}")
+        raise ArgumentError(f"eps must be a callable eps(t) -> tensor or None; got {type(eps).__name__}")
 
 
 class BrownianPath:
@@ -190,14 +191,14 @@ class BrownianPath:
         import torchsde
 
         if not (isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t0 < t1):
-            raise ValueError(f"BrownianPath needs floats t0 < t1; got t0={t0!r}, t1={t1!r}")
+            raise ArgumentError(f"BrownianPath needs floats t0 < t1; got t0={t0!r}, t1={t1!r}")
         if not isinstance(shape, (tuple, list, torch.Size)):
-            raise TypeError(f"shape must be a tuple (batch, *dims); got {type(shape).__name__}")
+            raise ArgumentError(f"shape must be a tuple (batch, *dims); got {type(shape).__name__}")
         if len(shape) < 1 or min(shape) < 1:
-            raise ValueError(f"shape must be (batch, *dims) with positive sizes; got {tuple(shape)}")
+            raise ArgumentError(f"shape must be (batch, *dims) with positive sizes; got {tuple(shape)}")
         if seed is None:
             if generator is not None and not isinstance(generator, torch.Generator):
-                raise TypeError(
+                raise ArgumentError(
                     f"BrownianPath draws its entropy from one torch.Generator; got {type(generator).__name__} "
                     "(per-sample seeds are not supported by a shared Brownian path)"
                 )
@@ -218,7 +219,7 @@ class BrownianPath:
     def standard_normal(self, ta: float, tb: float, like: Tensor) -> Tensor:
         """The increment over ``[ta, tb]`` divided by its standard deviation, on ``like``'s device/dtype."""
         if tuple(like.shape) != self.shape:
-            raise ValueError(f"the BrownianPath has shape {self.shape} but the state has shape {tuple(like.shape)}")
+            raise ArgumentError(f"the BrownianPath has shape {self.shape} but the state has shape {tuple(like.shape)}")
         return (self.increment(ta, tb) / (tb - ta) ** 0.5).to(device=like.device, dtype=like.dtype)
 
 
@@ -242,5 +243,5 @@ def step_normal(x: Tensor, noise: StepNoise, i: int, generator: RandomSource | B
 def plain_generator(generator: RandomSource | BrownianPath, solver: str, what: str) -> RandomSource:
     """Returns ``generator`` unless it is a :class:`BrownianPath`, which ``what`` cannot use."""
     if isinstance(generator, BrownianPath):
-        raise TypeError(f"{solver}: {what} has no time increment to take from a BrownianPath; pass a torch.Generator")
+        raise ArgumentError(f"{solver}: {what} has no time increment to take from a BrownianPath; pass a torch.Generator")
     return generator

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
@@ -54,7 +55,7 @@ class DDPMAncestral(Solver[AncestralState]):
 
     def __init__(self, eta: float = 1.0) -> None:
         if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1] (1 = DDPM ancestral, 0 = DDIM); got {eta}")
+            raise ArgumentError(f"eta must lie in [0, 1] (1 = DDPM ancestral, 0 = DDIM); got {eta}")
         self.eta = float(eta)
 
     def check(self, field: Field, steps: int) -> None:

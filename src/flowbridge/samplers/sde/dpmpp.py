@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
 from flowbridge._utils import TimePoint
@@ -59,7 +60,7 @@ class DPMSolverPP2MSDE(Solver[MultistepSDEState]):
 
     def __init__(self, eta: float = 1.0) -> None:
         if not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"eta must be >= 0; got {eta}")
+            raise ArgumentError(f"eta must be >= 0; got {eta}")
         self.eta = float(eta)
 
     def check(self, field: Field, steps: int) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
@@ -79,9 +80,9 @@ class EDMStochastic(Solver[EDMState]):
     def __init__(self, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0, S_noise: float = 1.0) -> None:
         for label, value in (("S_churn", S_churn), ("S_tmin", S_tmin), ("S_tmax", S_tmax), ("S_noise", S_noise)):
             if not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-                raise ValueError(f"{label} must be a finite number >= 0; got {value!r}")
+                raise ArgumentError(f"{label} must be a finite number >= 0; got {value!r}")
         if S_tmin > S_tmax:
-            raise ValueError(f"need S_tmin <= S_tmax; got S_tmin={S_tmin}, S_tmax={S_tmax}")
+            raise ArgumentError(f"need S_tmin <= S_tmax; got S_tmin={S_tmin}, S_tmax={S_tmax}")
         self.S_churn, self.S_tmin, self.S_tmax, self.S_noise = float(S_churn), float(S_tmin), float(S_tmax), float(S_noise)
 
     def check(self, field: Field, steps: int) -> None:
@@ -94,7 +95,7 @@ class EDMStochastic(Solver[EDMState]):
         g = grid.to(torch.float64)
         v = schedule(g)
         if (v.alpha[:-1] <= 0).any():
-            raise ValueError(
+            raise ArgumentError(
                 f"{self.name}: sigma/alpha is infinite where alpha(t) = 0 (t={float(g[:-1][v.alpha[:-1] <= 0][0]):.3g}); "
                 "start later (t_span=(1e-3, ...)) or use grid='karras'"
             )

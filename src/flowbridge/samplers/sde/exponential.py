@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 
 
@@ -37,9 +38,9 @@ def step_schedule(field: Field, grid: Tensor, solver: str) -> StepSchedule:
     v = field.gaussian_path.schedule(g)
     alpha, sigma = v.alpha, v.sigma
     if not (g[1:] > g[:-1]).all():
-        raise ValueError(f"{solver}: the grid must increase strictly (from the source t=0 toward the data t=1)")
+        raise ArgumentError(f"{solver}: the grid must increase strictly (from the source t=0 toward the data t=1)")
     if (sigma[:-1] <= 0).any():
-        raise ValueError(f"{solver}: sigma(t) must be > 0 at every step's start; end the grid's interior before t=1")
+        raise ArgumentError(f"{solver}: sigma(t) must be > 0 at every step's start; end the grid's interior before t=1")
     a_s, s_s, a_t, s_t = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
     rho = (a_s * s_t) / (a_t * s_s)
     return StepSchedule(alpha_s=a_s, sigma_s=s_s, alpha_t=a_t, sigma_t=s_t, rho=rho, h=-torch.log(rho))

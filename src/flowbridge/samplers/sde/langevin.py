@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource, randn_like
 from flowbridge._utils import TimePoint
@@ -46,9 +47,9 @@ class LangevinCorrector:
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"corrector steps must be an integer >= 0; got {self.steps!r}")
+            raise ArgumentError(f"corrector steps must be an integer >= 0; got {self.steps!r}")
         if not isinstance(self.snr, (int, float)) or not self.snr > 0:
-            raise ValueError(f"snr must be > 0; got {self.snr!r}")
+            raise ArgumentError(f"snr must be > 0; got {self.snr!r}")
 
     def correct(self, field: Field, x: Tensor, t: Tensor, *, generator: RandomSource = None) -> Tensor:
         """Applies :attr:`steps` Langevin steps targeting :math:`p_t` (one score evaluation each)."""
@@ -93,9 +94,9 @@ class PredictorCorrector(Solver[PCState]):
     ) -> None:
         self.predictor = get_solver(predictor, **(predictor_options or {}))
         if self.predictor.nfe_per_step == 0:
-            raise ValueError(f"pc needs a fixed-step predictor; {self.predictor.name!r} is adaptive")
+            raise ArgumentError(f"pc needs a fixed-step predictor; {self.predictor.name!r} is adaptive")
         if isinstance(self.predictor, PredictorCorrector):
-            raise ValueError("pc cannot wrap another pc solver")
+            raise ArgumentError("pc cannot wrap another pc solver")
         self.corrector = LangevinCorrector(steps=corrector_steps, snr=snr)
         # Configuration, not state: the cost of a step is fixed by the options.
         self.nfe_per_step = self.predictor.nfe_per_step + corrector_steps

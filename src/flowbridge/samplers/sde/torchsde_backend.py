@@ -22,6 +22,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
 from flowbridge.samplers.base import SolveResult, Solver, check_evaluable, register_solver
@@ -100,20 +101,20 @@ class TorchsdeSolver(Solver[None]):
         g = grid.to(torch.float64)
         h = g[1:] - g[:-1]
         if not (h > 0).all() or float(h.max() - h.min()) > _UNIFORM_TOL * float(h.mean()):
-            raise ValueError(f"{self.name} steps with one fixed dt: use grid='uniform' (got a non-uniform grid)")
+            raise ArgumentError(f"{self.name} steps with one fixed dt: use grid='uniform' (got a non-uniform grid)")
         t0, t1 = float(g[0]), float(g[-1])
         check_eps_on_span(field, t0, t1, self.noise_scale, self.eps, self.name)
         check_evaluable(self.name, field, g, evaluates=("sde_drift",))
         if isinstance(generator, BrownianPath):
             path = generator
             if path.t0 > t0 or path.t1 < t1 or path.shape != tuple(x.shape):
-                raise ValueError(
+                raise ArgumentError(
                     f"the BrownianPath covers [{path.t0}, {path.t1}] with shape {path.shape}; "
                     f"this solve needs [{t0}, {t1}] and shape {tuple(x.shape)}"
                 )
         else:
             if generator is not None and not isinstance(generator, torch.Generator):
-                raise TypeError(f"{self.name} draws one Brownian path for the batch: pass generator=torch.Generator, not seeds")
+                raise ArgumentError(f"{self.name} draws one Brownian path for the batch: pass generator=torch.Generator, not seeds")
             path = BrownianPath(
                 tuple(x.shape), t0, t1, generator=generator, dtype=x.dtype, device=x.device,
                 levy_area=self.levy_area, halfway_tree=self.halfway_tree,
