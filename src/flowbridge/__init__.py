@@ -9,7 +9,7 @@ from flowbridge import smc
 from flowbridge.fields import AutoGuidanceField, CFGField, Field, NetworkField
 from flowbridge.likelihood import LikelihoodResult, log_likelihood
 from flowbridge.paths import BrownianBridge, GaussianPath, StochasticInterpolant, get_schedule
-from flowbridge.random import StackedGenerators
+from flowbridge.random import NoiseSource, SeedNoise, StackedGenerators
 from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver, sample
 
 __version__ = "0.1.0"
@@ -26,6 +26,8 @@ __all__ = [
     "NetworkField",
     "SampleOutput",
     "SamplingError",
+    "NoiseSource",
+    "SeedNoise",
     "StackedGenerators",
     "StochasticInterpolant",
     "__version__",

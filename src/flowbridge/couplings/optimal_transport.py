@@ -27,7 +27,7 @@ from torch import Tensor
 
 from flowbridge.errors import ArgumentError, CouplingError
 from flowbridge.couplings.base import CoupledBatch, Coupling, check_pair_shapes
-from flowbridge.random import RandomSource, StackedGenerators
+from flowbridge.random import RandomSource, torch_generator
 
 METHODS = ("exact", "sinkhorn")
 
@@ -125,8 +125,7 @@ class MinibatchOTCoupling(Coupling):
         return plan
 
     def __call__(self, x0: Tensor, x1: Tensor, *, generator: RandomSource = None) -> CoupledBatch:
-        if isinstance(generator, StackedGenerators):
-            raise ArgumentError("MinibatchOTCoupling draws the pairing for the whole batch: pass a torch.Generator")
+        generator = torch_generator(generator, "MinibatchOTCoupling (the pairing of the whole batch)")
         plan = self.plan(x0, x1)
         device = generator.device if generator is not None else torch.device("cpu")
         # Column i of the plan is the joint restricted to target i; normalising it gives pi(j | i).

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from flowbridge.errors import ArgumentError
-from flowbridge.random import RandomSource, rand, randn_like
+from flowbridge.random import RandomSource, rand, randn_like, torch_generator
 
 
 def _positive(value: float, name: str) -> float:
@@ -111,7 +111,7 @@ class Poisson(NoiseModel):
         return pdist.Poisson(self._intensity(mean), validate_args=False).to_event(mean.ndim - 1).log_prob(counts)
 
     def sample(self, mean: Tensor, *, generator: RandomSource = None) -> Tensor:
-        gen = generator if isinstance(generator, torch.Generator) else None
+        gen = torch_generator(generator, "Poisson noise")
         return torch.poisson(self._intensity(mean), generator=gen) / self.rate
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.fields.wrappers import AutocastField, CompiledField
-from flowbridge.random import RandomSource, StackedGenerators, index_seeds, randn
+from flowbridge.random import NoiseSource, RandomSource, noise_source, randn
 from flowbridge.samplers.base import SampleOutput, SamplingError, Solver, get_solver
 from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import make_grid
@@ -67,29 +67,6 @@ def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool | str)
     if compile:
         field = CompiledField(field) if compile is True else CompiledField(field, mode=compile)
     return field
-
-
-def _random_source(
-    generator: torch.Generator | None, seeds: Sequence[int] | None, seed: int | None, batch: int
-) -> RandomSource | Sequence[int]:
-    given = sum(v is not None for v in (generator, seeds, seed))
-    if given > 1:
-        raise ArgumentError("pass at most one of generator, seeds and seed")
-    if generator is not None:
-        from flowbridge.samplers.sde.common import BrownianPath  # lazy: the SDE package imports this module
-
-        if not isinstance(generator, (torch.Generator, StackedGenerators, BrownianPath)):
-            raise ArgumentError(
-                f"generator must be a torch.Generator, StackedGenerators or BrownianPath; got {type(generator).__name__}"
-            )
-    if seed is not None:
-        return index_seeds(int(seed), 0, batch)
-    if seeds is not None:
-        seeds = list(seeds)
-        if len(seeds) != batch:
-            raise ArgumentError(f"seeds has {len(seeds)} entries but the batch has {batch} samples")
-        return seeds
-    return generator
 
 
 def sample(
@@ -169,7 +146,7 @@ def sample(
     total = x0.shape[0] if x0 is not None else int(shape[0])  # type: ignore[index]
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
-    source = _random_source(generator, seeds, seed, total)
+    source = noise_source(generator, seeds, seed, total)
     if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
         raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
     t_start, t_end = t_span if t_span is not None else default_span(field)
@@ -189,7 +166,7 @@ def sample(
     nfe = 0
     for lo in starts:
         hi = min(lo + chunk, total)
-        chunk_source = StackedGenerators(source[lo:hi]) if isinstance(source, list) else source
+        chunk_source = source.split(lo, hi) if (lo, hi) != (0, total) else source
         chunk_shape = None if shape is None else (hi - lo, *tuple(shape)[1:])
         x = initial_state(
             field, shape=chunk_shape, x0=None if x0 is None else x0[lo:hi], t_start=float(times[0]),

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field
+from flowbridge.random import GeneratorNoise, RandomSource, SeedNoise, as_noise_source
 from flowbridge.samplers.base import SolveResult, Solver
 
 # Per field: the captures made for it, keyed by everything a capture fixes. Weak on the field, so
@@ -34,18 +35,21 @@ _CACHE: "weakref.WeakKeyDictionary[Field, dict[tuple[Any, ...], GraphedSampler]]
 _MAX_PER_FIELD = 4
 
 
-def check_graphable(solver: Solver[Any], x: Tensor, generator: Any) -> None:
+def check_graphable(solver: Solver[Any], x: Tensor, generator: RandomSource) -> None:
     """Raises a ValueError unless ``solver`` on ``x`` with ``generator`` can be captured."""
     if x.device.type != "cuda":
         raise CapabilityError(f"cuda_graph=True needs the state on a CUDA device; it is on {x.device}")
     if solver.nfe_per_step == 0:
         raise CapabilityError(f"cuda_graph=True needs a fixed-step solver; {solver.name!r} chooses its steps as it goes")
-    if solver.stochastic and generator is not None:
-        if not (isinstance(generator, torch.Generator) and generator.device.type == "cuda"):
+    if solver.stochastic:
+        source = as_noise_source(generator)
+        on_device = isinstance(source, SeedNoise) or (
+            isinstance(source, GeneratorNoise) and (source.generator is None or source.generator.device.type == "cuda")
+        )
+        if not on_device:
             raise CapabilityError(
                 f"cuda_graph=True with the stochastic solver {solver.name!r} draws its noise inside the graph: pass "
-                f"generator=None or a torch.Generator(device='cuda'); got {type(generator).__name__}"
-                + (f" on {generator.device}" if isinstance(generator, torch.Generator) else "")
+                f"generator=None, seeds=/seed=, or a torch.Generator(device='cuda'); got {source!r}"
             )
 
 
@@ -57,28 +61,31 @@ class GraphedSampler:
         field: the field it integrates.
         example: a state of the shape, dtype and CUDA device to capture for (its values are not used).
         grid: the (N+1,) float64 grid.
-        generator: ``None`` or a CUDA ``torch.Generator`` for stochastic solvers.
+        generator: for stochastic solvers ``None``, a CUDA ``torch.Generator`` or a
+            :class:`~flowbridge.random.SeedNoise` (whose captured draws equal an eager run's).
         return_trajectory: also capture the states at every grid time.
     """
 
     def __init__(
-        self, solver: Solver[Any], field: Field, example: Tensor, grid: Tensor, *, generator: torch.Generator | None = None,
+        self, solver: Solver[Any], field: Field, example: Tensor, grid: Tensor, *, generator: RandomSource = None,
         return_trajectory: bool = False,
     ) -> None:
         check_graphable(solver, example, generator)
         solver.check(field, len(grid) - 1)
         self.steps = len(grid) - 1
         self.nfe = solver.nfe_per_step * self.steps
-        self.generator = generator  # kept alive: the capture replays its state
+        source = as_noise_source(generator)
+        self.source = source  # kept alive: the capture reads its generator state or its seed keys
         self.static_x = example.detach().clone()
         # Prepared outside the capture: init copies host data to the device, which a graph must not record.
-        self.state = solver.init(field, self.static_x, grid, generator=generator)
+        self.state = solver.init(field, self.static_x, grid, generator=source)
+        start_draws = getattr(source, "draws", None)
 
         def loop() -> tuple[Tensor, Tensor | None]:
             x, state = self.static_x, self.state
             trajectory = [x] if return_trajectory else None
             for i in range(self.steps):
-                x, state = solver.step(field, x, state, i, generator=generator)
+                x, state = solver.step(field, x, state, i, generator=source)
                 if trajectory is not None:
                     trajectory.append(x)
             return x, torch.stack(trajectory) if trajectory is not None else None
@@ -89,9 +96,12 @@ class GraphedSampler:
         with torch.cuda.stream(side):
             loop()
         torch.cuda.current_stream(example.device).wait_stream(side)
+        if start_draws is not None:  # seeded streams: the capture draws what an eager run would
+            source.draws = start_draws  # type: ignore[attr-defined]
         self.graph = torch.cuda.CUDAGraph()
-        if generator is not None and hasattr(self.graph, "register_generator_state"):
-            self.graph.register_generator_state(generator)
+        cuda_generator = getattr(source, "generator", None)
+        if cuda_generator is not None and hasattr(self.graph, "register_generator_state"):
+            self.graph.register_generator_state(cuda_generator)
         with torch.cuda.graph(self.graph):
             self.static_out, self.static_trajectory = loop()
 
@@ -110,7 +120,7 @@ class GraphedSampler:
 
 
 def graphed_solve(
-    solver: Solver[Any], field: Field, x: Tensor, grid: Tensor, *, generator: torch.Generator | None = None,
+    solver: Solver[Any], field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None,
     return_trajectory: bool = False,
 ) -> SolveResult:
     """``solver.solve(field, x, grid)`` through a cached CUDA-graph capture (captured on first use)."""
@@ -118,7 +128,7 @@ def graphed_solve(
     parameters = tuple(p.data_ptr() for p in field.parameters())  # a field moved or reloaded needs a new capture
     key = (
         type(solver), repr(vars(solver)), tuple(grid.tolist()), tuple(x.shape), x.dtype, x.device,  # sync-ok: CPU grid
-        id(generator), return_trajectory, parameters,
+        as_noise_source(generator).graph_key(), return_trajectory, parameters,
     )
     captures = _CACHE.setdefault(field, {})
     graphed = captures.get(key)

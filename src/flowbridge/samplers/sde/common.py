@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,7 +39,7 @@ from flowbridge.fields.guidance import GuidedField
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import GAMMAS, StochasticInterpolant
-from flowbridge.random import RandomSource, randn_like
+from flowbridge.random import NoiseSource, RandomSource, as_noise_source, randn_like
 
 EpsFn = Callable[[Tensor], Tensor]
 
@@ -150,7 +151,7 @@ def check_eps_callable(eps: object) -> None:
         raise ArgumentError(f"eps must be a callable eps(t) -> tensor or None; got {type(eps).__name__}")
 
 
-class BrownianPath:
+class BrownianPath(NoiseSource):
     r"""One Brownian path :math:`W_t` over ``[t0, t1]`` for a batch, usable in place of a generator.
 
     Every fixed-step SDE sampler in :mod:`flowbridge.samplers.sde` accepts a ``BrownianPath`` as its
@@ -212,6 +213,8 @@ class BrownianPath:
             levy_area_approximation=levy_area, halfway_tree=halfway_tree, tol=tol if halfway_tree else 0.0,
         )
 
+    needs_interval = True
+
     def increment(self, ta: float, tb: float) -> Tensor:
         """:math:`W_{t_b} - W_{t_a}` shaped like the state (batch, *dims)."""
         return self.interval(ta, tb).reshape(self.shape)
@@ -222,6 +225,39 @@ class BrownianPath:
             raise ArgumentError(f"the BrownianPath has shape {self.shape} but the state has shape {tuple(like.shape)}")
         return (self.increment(ta, tb) / (tb - ta) ** 0.5).to(device=like.device, dtype=like.dtype)
 
+    def normal(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str,
+               interval: tuple[float, float] | None = None) -> Tensor:
+        """The standardised increment over ``interval`` (a Brownian path has no draw without one)."""
+        if interval is None:
+            raise ArgumentError("a BrownianPath gives increments over a time step; this draw has none (pass a torch.Generator)")
+        if tuple(shape) != self.shape:
+            raise ArgumentError(f"the BrownianPath has shape {self.shape} but the draw has shape {tuple(shape)}")
+        ta, tb = interval
+        return (self.increment(ta, tb) / (tb - ta) ** 0.5).to(device=device, dtype=dtype)
+
+    def uniform(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        raise ArgumentError("a BrownianPath draws Brownian increments only, not uniforms; pass a torch.Generator")
+
+    def split(self, start: int, stop: int) -> "NoiseSource":
+        return _BrownianRows(self, start, stop)
+
+
+class _BrownianRows(NoiseSource):
+    """Samples ``start .. stop - 1`` of a :class:`BrownianPath` (chunked sampling)."""
+
+    needs_interval = True
+
+    def __init__(self, path: BrownianPath, start: int, stop: int) -> None:
+        self.path, self.start, self.stop = path, start, stop
+
+    def normal(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str,
+               interval: tuple[float, float] | None = None) -> Tensor:
+        full = self.path.normal(self.path.shape, dtype=dtype, device=device, interval=interval)
+        return full[self.start:self.stop]
+
+    def uniform(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        return self.path.uniform(shape, dtype=dtype, device=device)
+
 
 @dataclass(frozen=True)
 class StepNoise:
@@ -231,17 +267,14 @@ class StepNoise:
     times: tuple[float, ...]
 
 
-def step_normal(x: Tensor, noise: StepNoise, i: int, generator: RandomSource | BrownianPath) -> Tensor:
-    """A standard normal draw shaped like ``x`` for step ``i``: from the Brownian path's increment over
-    ``[t_i, t_{i+1}]`` if ``generator`` is a :class:`BrownianPath`, else from ``generator``."""
-    if isinstance(generator, BrownianPath):
-        return generator.standard_normal(noise.times[i], noise.times[i + 1], x)
-    return randn_like(x, generator=generator)
+def step_normal(x: Tensor, noise: StepNoise, i: int, generator: RandomSource) -> Tensor:
+    """A standard normal draw shaped like ``x`` for step ``i`` from the noise source (a Brownian
+    path gives its increment over ``[t_i, t_{i+1}]``)."""
+    return as_noise_source(generator).normal_like(x, interval=(noise.times[i], noise.times[i + 1]))
 
 
-
-def plain_generator(generator: RandomSource | BrownianPath, solver: str, what: str) -> RandomSource:
-    """Returns ``generator`` unless it is a :class:`BrownianPath`, which ``what`` cannot use."""
-    if isinstance(generator, BrownianPath):
+def plain_generator(generator: RandomSource, solver: str, what: str) -> RandomSource:
+    """Returns ``generator`` unless it is a Brownian path, which ``what`` cannot use."""
+    if isinstance(generator, NoiseSource) and generator.needs_interval:
         raise ArgumentError(f"{solver}: {what} has no time increment to take from a BrownianPath; pass a torch.Generator")
     return generator

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
-from flowbridge.random import RandomSource
+from flowbridge.random import RandomSource, torch_generator
 from flowbridge.samplers.base import SolveResult, Solver, check_evaluable, register_solver
 from flowbridge.samplers.sde.common import (
     BrownianPath,
@@ -113,10 +113,8 @@ class TorchsdeSolver(Solver[None]):
                     f"this solve needs [{t0}, {t1}] and shape {tuple(x.shape)}"
                 )
         else:
-            if generator is not None and not isinstance(generator, torch.Generator):
-                raise ArgumentError(f"{self.name} draws one Brownian path for the batch: pass generator=torch.Generator, not seeds")
             path = BrownianPath(
-                tuple(x.shape), t0, t1, generator=generator, dtype=x.dtype, device=x.device,
+                tuple(x.shape), t0, t1, generator=torch_generator(generator, f"{self.name} (one Brownian path for the batch)"), dtype=x.dtype, device=x.device,
                 levy_area=self.levy_area, halfway_tree=self.halfway_tree,
             )
 
