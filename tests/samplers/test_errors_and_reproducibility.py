@@ -48,8 +48,12 @@ def test_sde_solver_needs_a_gaussian_path_and_finite_eps():
     interp_field = InterpolantField(lambda x, t: x, None, StochasticInterpolant())
     with pytest.raises(ValueError, match=r"euler_maruyama.*Solvers that apply: .*heun"):
         fb.sample(interp_field, "euler_maruyama", 10, x0=torch.zeros(2, 2))
+    linear = ring_mixture(2).field("linear")
     with pytest.raises(ValueError, match=r"eps\(t\) is not finite"):
-        fb.sample(ring_mixture(2).field("linear"), "euler_maruyama", 10, shape=(2, 2))
+        fb.sample(linear, "euler_maruyama", 10, shape=(2, 2), t_span=(0.0, 1.0))
+    # Without a t_span the solver picks one it can run: the diffusion level is infinite at t = 0.
+    assert fb.get_solver("euler_maruyama").default_span(linear) == (1e-3, 1.0)
+    assert torch.isfinite(fb.sample(linear, "euler_maruyama", 10, shape=(2, 2)).x).all()
     with pytest.raises(ValueError, match="noise_scale must be >= 0"):
         fb.get_solver("euler_maruyama", noise_scale=-1.0)
     del net

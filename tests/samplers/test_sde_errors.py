@@ -70,7 +70,7 @@ def test_other_bad_options():
     with pytest.raises(TypeError, match="not seeds"):
         fb.sample(_vp_field(), "torchsde:euler", 10, shape=(2, 2), seeds=[1, 2])
     with pytest.raises(ValueError, match="sigma/alpha is infinite"):
-        fb.sample(ring_mixture(2).field("linear"), "edm_stochastic", 10, shape=(2, 2))
+        fb.sample(ring_mixture(2).field("linear"), "edm_stochastic", 10, shape=(2, 2), t_span=(0.0, 1.0))
     with pytest.raises(TypeError, match="no time increment"):
         path = BrownianPath((2, 2), 0.0, 1.0, seed=0)
         fb.sample(_vp_field(), "pc", 10, x0=torch.zeros(2, 2), generator=path)  # type: ignore[arg-type]

@@ -9,12 +9,13 @@ methods directly where they have better-conditioned closed forms.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any
 
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.paths.gaussian import GaussianPath, apply_affine, check_parametrisation
 from flowbridge.paths.interpolant import StochasticInterpolant
 
@@ -50,7 +51,7 @@ class Field(nn.Module, ABC):
     def gaussian_path(self) -> GaussianPath:
         """The field's Gaussian path; raises a clear error where there is none."""
         if not isinstance(self.path, GaussianPath):
-            raise ArgumentError(
+            raise CapabilityError(
                 f"{type(self).__name__} has no Gaussian path (path={self.path!r}); this operation needs "
                 "a field over a GaussianPath (velocity/data/noise/score conversions)"
             )
@@ -82,6 +83,29 @@ class Field(nn.Module, ABC):
         r"""Drift :math:`u(x, t) + \epsilon(t) \nabla\log p_t(x)` of the marginal-preserving SDE
         :math:`dx = (u + \epsilon s)\,dt + \sqrt{2\epsilon}\,dW` (one field evaluation)."""
         return sde_drift_from_prediction(self, x, t, eps)
+
+    def for_batch(self, start: int, stop: int, total: int) -> "Field":
+        """The field for samples ``start .. stop - 1`` of a batch of ``total``: per-sample conditions
+        (a ``condition`` entry whose first dimension is ``total``, e.g. class labels) are sliced, in
+        this field and in the fields it combines. Used to sample in chunks; parameters are shared.
+        Returns ``self`` when nothing is per-sample."""
+        children = {name: m.for_batch(start, stop, total) for name, m in self.named_children() if isinstance(m, Field)}
+        changed = {name: f for name, f in children.items() if f is not getattr(self, name)}
+        condition = getattr(self, "condition", None)
+        sliced = None
+        if isinstance(condition, dict):
+            per_sample = {k: v for k, v in condition.items() if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == total}
+            if per_sample and (start, stop) != (0, total):
+                sliced = {**condition, **{k: v[start:stop] for k, v in per_sample.items()}}
+        if not changed and sliced is None:
+            return self
+        clone = copy.copy(self)
+        object.__setattr__(clone, "_modules", dict(self._modules))  # copy.copy shares the submodule table
+        for name, f in changed.items():
+            setattr(clone, name, f)
+        if sliced is not None:
+            clone.condition = sliced
+        return clone
 
     def extra_repr(self) -> str:
         return f"path={self.path!r}, parametrisation={self.parametrisation!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -14,18 +15,30 @@ from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.fields.wrappers import AutocastField, CompiledField
-from flowbridge.random import NoiseSource, RandomSource, noise_source, randn
-from flowbridge.samplers.base import SampleOutput, SamplingError, Solver, get_solver
+from flowbridge.random import RandomSource, noise_source, randn
+from flowbridge._progress import Progress
+from flowbridge.fields.clipping import clipped
+from flowbridge.samplers.base import Observer, SampleOutput, SamplingError, Solver, StepInfo, get_solver
 from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import make_grid
 
 
-def default_span(field: Field) -> tuple[float, float]:
-    """Where sampling starts and stops by default: the path's regular interval."""
+def default_span(field: Field, solver: str | Solver[Any] | None = None) -> tuple[float, float]:
+    """Where sampling starts and stops by default: the path's regular interval, moved in where
+    ``solver`` (if given) cannot run at an end (see :meth:`Solver.default_span`)."""
+    if solver is not None:
+        return get_solver(solver).default_span(field)
     path = field.path
     if isinstance(path, (GaussianPath, StochasticInterpolant)):
         return path.t_min, path.t_max
     return 0.0, 1.0
+
+
+def resolve_grid(field: Field, solver: Solver[Any], grid: str | None) -> str:
+    """``grid`` if named, else the solver's ``default_grid`` on a Gaussian path (``uniform`` off one)."""
+    if grid is not None:
+        return grid
+    return solver.default_grid if isinstance(field.path, GaussianPath) else "uniform"
 
 
 def initial_state(
@@ -76,15 +89,18 @@ def sample(
     *,
     shape: Sequence[int] | None = None,
     x0: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     seeds: Sequence[int] | None = None,
     seed: int | None = None,
-    grid: str = "uniform",
+    grid: str | None = None,
     grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
     batch_size: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    callback: Observer | None = None,
+    clip: tuple[float, float] | None = None,
+    threshold: float | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     out_device: torch.device | str | None = None,
@@ -95,23 +111,37 @@ def sample(
 ) -> SampleOutput:
     """Draws samples by integrating ``field`` from the source (t=0 side) to the target (t=1 side).
 
+    The arguments are flowbridge's sampling vocabulary, shared with ``smc.sample``,
+    ``inverse.sample`` and ``bfn.sample`` (``docs/architecture.md``).
+
     Args:
         field: any :class:`~flowbridge.fields.Field` (network, analytic, guided).
         solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance.
-        steps: number of steps on the grid (adaptive solvers use it only for the trajectory).
-        shape: (num_samples, *dims) of the samples to draw from the source; or give ``x0``.
+        steps: number of steps on the grid (adaptive solvers use it only for the trajectory); the
+            evaluations actually made are reported as ``nfe``.
+        shape: (num_samples, *event) of the samples to draw from the source; or give ``x0``.
         x0: initial states at ``t_span[0]`` (source noise, or source data for interpolants).
-        generator: the torch generator all noise is drawn from (reproducible for a fixed
-            ``batch_size``).
-        seeds: per-sample seeds (EDM-style stacked generators): sample ``i`` is then identical
-            whatever the batch, chunk or process it is drawn in.
+        generator: a ``torch.Generator`` (one stream for the batch: reproducible for a fixed
+            ``batch_size``) or a :class:`~flowbridge.random.NoiseSource` (e.g. a ``BrownianPath``).
+        seeds: per-sample seeds (:class:`~flowbridge.random.SeedNoise`): sample ``i`` is then
+            identical whatever the batch, chunk, process or device it is drawn in.
         seed: shorthand for ``seeds`` derived from one integer (``flowbridge.random.index_seeds``).
-        grid: ``uniform``, ``quadratic``, ``logsnr`` or ``karras``; ``grid_options`` e.g. ``{"rho": 7}``.
-        t_span: (t_start, t_end), default the path's regular interval.
+        grid: a registered grid (``uniform``, ``quadratic``, ``logsnr``, ``karras``); default the
+            solver's ``default_grid`` (the best on ``experiments/bench_grids.py``) on a Gaussian path;
+            ``grid_options`` e.g. ``{"rho": 7}``.
+        t_span: (t_start, t_end); default the path's regular interval, moved in by 1e-3 at an end
+            where the solver cannot run (:meth:`~flowbridge.samplers.Solver.default_span`).
         batch_size: draw in chunks of this many samples (for more samples than fit in memory);
-            results are gathered on ``out_device``.
+            per-sample conditions (class labels) are split with the batch; results are gathered on
+            ``out_device``.
         return_trajectory: also return the states at every grid time.
-        progress: show a progress bar (over steps, or over chunks when chunking).
+        progress: show progress (a bar on a terminal, a line per tenth of the steps in a log).
+        callback: called after every step with a :class:`~flowbridge.samplers.StepInfo`
+            (step index, time, state, chunk offset), as diffusers' ``callback_on_step_end``.
+        clip: clip the data prediction to ``(lo, hi)`` (pixel models); with ``threshold``, the
+            bound of dynamic thresholding (default ``(-1, 1)``).
+        threshold: dynamic thresholding's percentile (Imagen), e.g. 0.995
+            (:class:`~flowbridge.fields.ClippedField`).
         dtype: of the drawn noise when ``x0`` is not given; the precision of the solver's arithmetic.
         device: of the drawn noise when ``x0`` is not given.
         out_device: where chunked results are gathered (default: ``device``).
@@ -121,69 +151,83 @@ def sample(
             ``"max-autotune"``).
         cuda_graph: capture the whole step loop (network calls included) as a CUDA graph on the
             first call and replay it on later calls with the same field, solver, grid, shape and
-            generator (:mod:`flowbridge.samplers.graphs`); fixed-step solvers on a CUDA device.
+            noise source (:mod:`flowbridge.samplers.graphs`); fixed-step solvers on a CUDA device.
         **solver_options: passed to the solver's constructor.
 
     Returns:
         :class:`~flowbridge.samplers.SampleOutput` with ``x``, ``nfe`` and optionally ``trajectory``.
 
     Raises:
-        ValueError: unknown solver or grid, bad shapes or times, too few steps.
+        ArgumentError: unknown solver, grid or option, bad shapes or times, too few steps.
+        CapabilityError: the solver cannot run on this field.
         SamplingError: if any sample is non-finite at the end.
     """
     if not isinstance(field, Field):
         raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
     solver_obj = get_solver(solver, **solver_options)
     if shape is None and x0 is None:
-        raise ArgumentError("give either shape=(batch, ...) or x0=tensor")
+        raise ArgumentError("give either shape=(num_samples, *event) or x0=tensor")
     if x0 is not None and shape is not None and tuple(shape) != tuple(x0.shape):
         raise ArgumentError(f"x0 has shape {tuple(x0.shape)} but shape={tuple(shape)} was given; pass one or make them agree")
     if x0 is not None and (not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0):
         what = f"shape {tuple(x0.shape)}" if isinstance(x0, Tensor) else type(x0).__name__
-        raise ArgumentError(
-            f"x0 must be a tensor of shape (batch, ...) with at least one sample; got {what}"
-        )
-    total = x0.shape[0] if x0 is not None else int(shape[0])  # type: ignore[index]
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ArgumentError(f"x0 must be a tensor of shape (batch, ...) with at least one sample; got {what}")
+    if shape is not None and (not isinstance(shape, (tuple, list, torch.Size)) or len(shape) == 0):
+        raise ArgumentError(f"shape must be (num_samples, *event); got {shape!r}")
+    total = x0.shape[0] if x0 is not None else operator.index(shape[0])  # type: ignore[index]
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if callback is not None and not callable(callback):
+        raise ArgumentError(f"callback must be callable callback(StepInfo); got {type(callback).__name__}")
+    if cuda_graph and (callback is not None or progress):
+        raise ArgumentError("cuda_graph=True replays the whole loop at once: it cannot call a callback or show per-step progress")
     source = noise_source(generator, seeds, seed, total)
     if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
         raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
-    t_start, t_end = t_span if t_span is not None else default_span(field)
+    grid = resolve_grid(field, solver_obj, grid)
+    t_start, t_end = t_span if t_span is not None else solver_obj.default_span(field)
     schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
     times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))
     solver_obj.check(field, steps)
-    run_field = _wrap_field(field, autocast, compile)
+    field = clipped(field, clip, threshold)
 
     chunk = batch_size or total
     starts = range(0, total, chunk)
-    if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"sampling ({solver_obj.name})")
+    fixed_steps = solver_obj.nfe_per_step > 0
+    meter = Progress(len(starts) * (steps if fixed_steps else 1), f"sampling ({solver_obj.name})",
+                     unit="step" if fixed_steps else "chunk") if progress else None
+    wrapped = {id(field): _wrap_field(field, autocast, compile)}
     xs: list[Tensor] = []
     trajectories: list[Tensor] = []
     nfe = 0
-    for lo in starts:
-        hi = min(lo + chunk, total)
-        chunk_source = source.split(lo, hi) if (lo, hi) != (0, total) else source
-        chunk_shape = None if shape is None else (hi - lo, *tuple(shape)[1:])
-        x = initial_state(
-            field, shape=chunk_shape, x0=None if x0 is None else x0[lo:hi], t_start=float(times[0]),
-            generator=chunk_source, dtype=dtype, device=device,
-        )
-        if cuda_graph:
-            result = graphed_solve(solver_obj, run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory)
-        else:
-            result = solver_obj.solve(
-                run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory,
-                progress=progress and chunk == total,
+    try:
+        for lo in starts:
+            hi = min(lo + chunk, total)
+            whole = (lo, hi) == (0, total)
+            chunk_source = source if whole else source.split(lo, hi)
+            chunk_field = field if whole else field.for_batch(lo, hi, total)
+            run_field = wrapped.get(id(chunk_field)) or _wrap_field(chunk_field, autocast, compile)
+            chunk_shape = None if shape is None else (hi - lo, *tuple(shape)[1:])
+            x = initial_state(
+                field, shape=chunk_shape, x0=None if x0 is None else x0[lo:hi], t_start=float(times[0]),
+                generator=chunk_source, dtype=dtype, device=device,
             )
-        target = out_device if out_device is not None else result.x.device
-        xs.append(result.x.to(target))
-        if result.trajectory is not None:
-            trajectories.append(result.trajectory.to(target))
-        nfe = max(nfe, result.nfe)
+            if cuda_graph:
+                result = graphed_solve(solver_obj, run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory)
+            else:
+                observer = _observer(meter if fixed_steps else None, callback, lo)
+                kwargs = {"observer": observer} if observer is not None else {}
+                result = solver_obj.solve(run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory, **kwargs)
+                if meter is not None and not fixed_steps:
+                    meter.update()
+            target = out_device if out_device is not None else result.x.device
+            xs.append(result.x.to(target))
+            if result.trajectory is not None:
+                trajectories.append(result.trajectory.to(target))
+            nfe = max(nfe, result.nfe)
+    finally:
+        if meter is not None:
+            meter.close()
     x_out = xs[0] if len(xs) == 1 else torch.cat(xs)
     bad = (~torch.isfinite(x_out)).reshape(x_out.shape[0], -1).any(dim=1)
     n_bad = int(bad.sum())  # sync-ok: one check after the loop, not inside it
@@ -198,3 +242,17 @@ def sample(
     return SampleOutput(
         x=x_out, nfe=nfe, trajectory=trajectory, times=times.to(x_out.device) if return_trajectory else None,
     )
+
+
+def _observer(meter: Progress | None, callback: Observer | None, offset: int) -> Observer | None:
+    """One observer for the progress display and the user's callback (``None`` when neither)."""
+    if meter is None and callback is None:
+        return None
+
+    def observe(info: StepInfo) -> None:
+        if meter is not None:
+            meter.update()
+        if callback is not None:
+            callback(dataclasses.replace(info, offset=offset) if offset else info)
+
+    return observe

@@ -22,13 +22,28 @@ from flowbridge.errors import ArgumentError, CapabilityError, SamplingError
 from flowbridge._utils import TimePoint, register_in, registry_error
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath, conversion_coefficients, schedule_rows, time_points
+from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.random import RandomSource
 
 State = TypeVar("State")
 
 
 @dataclass(frozen=True)
-class SampleOutput:
+class SamplingResult:
+    """The base of every sampling entry point's result (``flowbridge.sample``, ``smc.sample``,
+    ``inverse.sample``, ``bfn.sample``).
+
+    Attributes:
+        x: the samples, (num_samples, *event).
+        nfe: field (network) evaluations per sample, as counted by the algorithm.
+    """
+
+    x: Tensor
+    nfe: int
+
+
+@dataclass(frozen=True)
+class SampleOutput(SamplingResult):
     """What :func:`flowbridge.sample` returns.
 
     Attributes:
@@ -38,10 +53,30 @@ class SampleOutput:
         times: the (T,) grid times if a trajectory was requested, else ``None``.
     """
 
-    x: Tensor
-    nfe: int
     trajectory: Tensor | None = None
     times: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step callback (``callback=`` of the sampling entry points) sees after each step.
+
+    Attributes:
+        step: index of the step just taken (0-based).
+        steps: steps in the run.
+        t: the time reached.
+        x: the state after the step (the chunk's samples when sampling in chunks).
+        offset: index of the chunk's first sample in the whole batch.
+    """
+
+    step: int
+    steps: int
+    t: float
+    x: Tensor
+    offset: int = 0
+
+
+Observer = Callable[[StepInfo], None]
 
 
 @dataclass(frozen=True)
@@ -71,6 +106,33 @@ class Solver(ABC, Generic[State]):
     needs_gaussian_path: ClassVar[bool] = False
     min_steps: ClassVar[int] = 1
     nfe_per_step: ClassVar[int] = 1
+    #: the grid used when none is named (on a Gaussian path; chosen by experiments/bench_grids.py)
+    default_grid: ClassVar[str] = "uniform"
+
+    def validate_span(self, field: Field, t_start: float, t_end: float) -> None:
+        """Raises an :class:`~flowbridge.errors.ArgumentError` if this solver cannot run on
+        ``[t_start, t_end]`` (checked by preparing a short run on the ``meta`` device: the same
+        up-front checks as a real run, without any arithmetic)."""
+        steps = max(self.min_steps, 2)
+        grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
+        self.init(field, torch.empty((1, 1), device="meta"), grid)
+
+    def default_span(self, field: Field) -> tuple[float, float]:
+        """Where sampling starts and stops when no ``t_span`` is given: the path's regular interval,
+        each end moved in by 1e-3 where this solver cannot run (e.g. an SDE whose diffusion level is
+        infinite at ``t = 0`` of the linear path, or a velocity asked of a data prediction at
+        ``t = 1``)."""
+        path = field.path
+        if not isinstance(path, (GaussianPath, StochasticInterpolant)):
+            return 0.0, 1.0
+        t0, t1 = path.t_min, path.t_max
+        for candidate in ((t0, t1), (t0 + 1e-3, t1), (t0, t1 - 1e-3), (t0 + 1e-3, t1 - 1e-3)):
+            try:
+                self.validate_span(field, *candidate)
+            except ArgumentError:
+                continue
+            return candidate
+        return t0, t1  # nothing helps: the run itself raises the specific error
 
     def check(self, field: Field, steps: int) -> None:
         """Raises a clear error if this solver cannot run on ``field`` with ``steps`` steps."""
@@ -101,22 +163,22 @@ class Solver(ABC, Generic[State]):
         *,
         generator: RandomSource = None,
         return_trajectory: bool = False,
-        progress: bool = False,
+        observer: Observer | None = None,
     ) -> SolveResult:
         """Runs the whole step loop. The loop has no host syncs: ``i`` is a Python int and every
-        coefficient was precomputed by :meth:`init`."""
+        coefficient was precomputed by :meth:`init`; ``observer`` (progress, a user callback) is
+        called with a :class:`StepInfo` after each step."""
         self.check(field, len(grid) - 1)
         state = self.init(field, x, grid, generator=generator)
-        steps = range(len(grid) - 1)
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc=self.name, leave=False)
+        steps = len(grid) - 1
+        times = grid.tolist() if observer is not None else None  # sync-ok: the CPU grid
         trajectory = [x] if return_trajectory else None
-        for i in steps:
+        for i in range(steps):
             x, state = self.step(field, x, state, i, generator=generator)
             if trajectory is not None:
                 trajectory.append(x)
+            if observer is not None:
+                observer(StepInfo(step=i, steps=steps, t=times[i + 1], x=x))
         return SolveResult(
             x=x,
             nfe=self.nfe_per_step * (len(grid) - 1),

@@ -10,7 +10,7 @@ from torch import Tensor
 from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SamplingError, SolveResult, Solver, check_evaluable, register_solver
+from flowbridge.samplers.base import Observer, SamplingError, SolveResult, Solver, check_evaluable, register_solver
 
 
 #: torchdiffeq's adaptive Runge–Kutta methods (the ones that accept the ``step_t`` option).
@@ -38,6 +38,10 @@ class TorchdiffeqSolver(Solver[None]):
         self.rtol, self.atol = float(rtol), float(atol)
         self.options = dict(options or {})
 
+    def validate_span(self, field: Field, t_start: float, t_end: float) -> None:
+        # The controller may evaluate anywhere in the span: check a fine grid of it up front.
+        check_evaluable(self.name, field, torch.linspace(t_start, t_end, 1025, dtype=torch.float64), evaluates=("velocity",))
+
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> None:
         return None
 
@@ -52,14 +56,12 @@ class TorchdiffeqSolver(Solver[None]):
         *,
         generator: RandomSource = None,
         return_trajectory: bool = False,
-        progress: bool = False,
+        observer: Observer | None = None,
     ) -> SolveResult:
         import torchdiffeq
 
         self.check(field, len(grid) - 1)
-        # The controller may evaluate anywhere in the span: check a fine grid of it up front.
-        t0, t1 = float(grid[0]), float(grid[-1])  # sync-ok: CPU grid, before the solve
-        check_evaluable(self.name, field, torch.linspace(t0, t1, 1025, dtype=torch.float64), evaluates=("velocity",))
+        self.validate_span(field, float(grid[0]), float(grid[-1]))  # sync-ok: CPU grid, before the solve
         nfe = 0
 
         def rhs(t: Tensor, y: Tensor) -> Tensor:

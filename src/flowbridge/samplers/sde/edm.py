@@ -31,7 +31,7 @@ from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SolveResult, Solver, combine, prepare_times, register_solver
+from flowbridge.samplers.base import Observer, SolveResult, Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 
 
@@ -145,8 +145,8 @@ class EDMStochastic(Solver[EDMState]):
 
     def solve(
         self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None,
-        return_trajectory: bool = False, progress: bool = False,
+        return_trajectory: bool = False, observer: Observer | None = None,
     ) -> SolveResult:
-        result = super().solve(field, x, grid, generator=generator, return_trajectory=return_trajectory, progress=progress)
+        result = super().solve(field, x, grid, generator=generator, return_trajectory=return_trajectory, observer=observer)
         skipped = int((self.coefficients(field, grid).sigma_bar[1:] <= 0).sum())  # CPU grid: no device sync
         return dataclasses.replace(result, nfe=result.nfe - skipped)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource, torch_generator
-from flowbridge.samplers.base import SolveResult, Solver, check_evaluable, register_solver
+from flowbridge.samplers.base import Observer, SolveResult, Solver, check_evaluable, register_solver
 from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
@@ -84,6 +84,10 @@ class TorchsdeSolver(Solver[None]):
         super().check(field, steps)
         check_score_field(field, self.name)
 
+    def validate_span(self, field: Field, t_start: float, t_end: float) -> None:
+        check_eps_on_span(field, t_start, t_end, self.noise_scale, self.eps, self.name)
+        check_evaluable(self.name, field, torch.linspace(t_start, t_end, 1025, dtype=torch.float64), evaluates=("sde_drift",))
+
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> None:
         return None
 
@@ -92,7 +96,7 @@ class TorchsdeSolver(Solver[None]):
 
     def solve(
         self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None,
-        return_trajectory: bool = False, progress: bool = False,
+        return_trajectory: bool = False, observer: Observer | None = None,
     ) -> SolveResult:
         import torchsde
 
@@ -103,8 +107,7 @@ class TorchsdeSolver(Solver[None]):
         if not (h > 0).all() or float(h.max() - h.min()) > _UNIFORM_TOL * float(h.mean()):
             raise ArgumentError(f"{self.name} steps with one fixed dt: use grid='uniform' (got a non-uniform grid)")
         t0, t1 = float(g[0]), float(g[-1])
-        check_eps_on_span(field, t0, t1, self.noise_scale, self.eps, self.name)
-        check_evaluable(self.name, field, g, evaluates=("sde_drift",))
+        self.validate_span(field, t0, t1)
         if isinstance(generator, BrownianPath):
             path = generator
             if path.t0 > t0 or path.t1 < t1 or path.shape != tuple(x.shape):
