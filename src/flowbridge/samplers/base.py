@@ -80,6 +80,26 @@ Observer = Callable[[StepInfo], None]
 
 
 @dataclass(frozen=True)
+class GaussianTransition:
+    r"""One step of a solver whose transition is Gaussian: :math:`x' = \text{mean} + \text{std}\,\xi`
+    with :math:`\xi \sim N(0, I)`.
+
+    This is the kernel protocol that SMC and the particle posterior samplers drive: they draw
+    :math:`\xi` themselves (from their noise source, or a twisted proposal) and weigh the move with
+    the transition density :math:`N(x'; \text{mean}, \text{std}^2 I)`.
+
+    Attributes:
+        mean: (B, ...) the transition's mean.
+        std: its standard deviation, the same for every sample (a Python float).
+        state: the solver's state after the step.
+    """
+
+    mean: Tensor
+    std: float
+    state: Any
+
+
+@dataclass(frozen=True)
 class SolveResult:
     """A solver's raw result: final state, NFE and optional trajectory."""
 
@@ -148,6 +168,17 @@ class Solver(ABC, Generic[State]):
     @abstractmethod
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> State:
         """Precomputes coefficients on ``grid`` (float64, CPU) and returns the initial state."""
+
+    #: the step is a Gaussian transition (:meth:`transition`), usable as an SMC kernel
+    gaussian_transition: ClassVar[bool] = False
+
+    def transition(self, field: Field, x: Tensor, state: State, i: int) -> GaussianTransition:
+        """The Gaussian transition of step ``i`` (solvers with ``gaussian_transition``); its single
+        field evaluation is at ``(x, grid[i])``."""
+        raise CapabilityError(
+            f"solver {self.name!r} has no Gaussian transition; SMC kernels: "
+            f"{', '.join(sorted(n for n, c in SOLVERS.items() if c.gaussian_transition))}"
+        )
 
     @abstractmethod
     def step(

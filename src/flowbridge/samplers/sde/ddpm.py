@@ -25,7 +25,7 @@ from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
+from flowbridge.samplers.base import GaussianTransition, Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 from flowbridge.samplers.sde.exponential import step_schedule
 
@@ -52,6 +52,7 @@ class DDPMAncestral(Solver[AncestralState]):
     order = 1.0
     stochastic = True
     needs_gaussian_path = True
+    gaussian_transition = True
 
     def __init__(self, eta: float = 1.0) -> None:
         if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
@@ -76,11 +77,15 @@ class DDPMAncestral(Solver[AncestralState]):
             noise=StepNoise(times=tuple(grid64.tolist())),
         )
 
+    def transition(self, field: Field, x: Tensor, state: AncestralState, i: int) -> GaussianTransition:
+        """Mean :math:`A x + B\\hat x_1`, standard deviation :math:`C`."""
+        x1_hat = field.data(x, state.t[i])
+        return GaussianTransition(combine(x, state.a[i], (state.b[i],), (x1_hat,)), state.c[i], state)
+
     def step(
         self, field: Field, x: Tensor, state: AncestralState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, AncestralState]:
-        x1_hat = field.data(x, state.t[i])
+        tr = self.transition(field, x, state, i)
         if self.eta > 0:
-            noise = step_normal(x, state.noise, i, generator)
-            return combine(x, state.a[i], (state.b[i], state.c[i]), (x1_hat, noise)), state
-        return combine(x, state.a[i], (state.b[i],), (x1_hat,)), state
+            tr.mean.add_(step_normal(x, state.noise, i, generator), alpha=tr.std)
+        return tr.mean, tr.state

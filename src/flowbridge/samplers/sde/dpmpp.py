@@ -28,7 +28,7 @@ from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
 from flowbridge._utils import TimePoint
-from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
+from flowbridge.samplers.base import GaussianTransition, Solver, combine, prepare_times, register_solver
 from flowbridge.samplers.sde.common import BrownianPath, StepNoise, check_score_field, step_normal
 from flowbridge.samplers.sde.exponential import step_schedule
 
@@ -57,6 +57,7 @@ class DPMSolverPP2MSDE(Solver[MultistepSDEState]):
     order = 1.0
     stochastic = True
     needs_gaussian_path = True
+    gaussian_transition = True
 
     def __init__(self, eta: float = 1.0) -> None:
         if not isinstance(eta, (int, float)) or not eta >= 0:
@@ -90,14 +91,19 @@ class DPMSolverPP2MSDE(Solver[MultistepSDEState]):
             noise=StepNoise(times=tuple(grid64.tolist())),
         )
 
-    def step(
-        self, field: Field, x: Tensor, state: MultistepSDEState, i: int, *, generator: RandomSource | BrownianPath = None
-    ) -> tuple[Tensor, MultistepSDEState]:
+    def transition(self, field: Field, x: Tensor, state: MultistepSDEState, i: int) -> GaussianTransition:
+        """Mean :math:`A x + B D + K (D - D_{prev})`, standard deviation :math:`C`; the state keeps
+        :math:`D` (resampling reorders it with the particles)."""
         d = field.data(x, state.t[i])
         weights, values = [state.b[i]], [d]
         if state.previous is not None:  # K (D - D_prev) = K D - K D_prev
             weights, values = [state.b[i] + state.k[i], -state.k[i]], [d, state.previous]
+        return GaussianTransition(combine(x, state.a[i], weights, values), state.c[i], dataclasses.replace(state, previous=d))
+
+    def step(
+        self, field: Field, x: Tensor, state: MultistepSDEState, i: int, *, generator: RandomSource | BrownianPath = None
+    ) -> tuple[Tensor, MultistepSDEState]:
+        tr = self.transition(field, x, state, i)
         if self.eta > 0:
-            weights.append(state.c[i])
-            values.append(step_normal(x, state.noise, i, generator))
-        return combine(x, state.a[i], weights, values), dataclasses.replace(state, previous=d)
+            tr.mean.add_(step_normal(x, state.noise, i, generator), alpha=tr.std)
+        return tr.mean, tr.state

@@ -23,7 +23,7 @@ from torch import Tensor
 from flowbridge._utils import TimePoint
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Solver, combine, prepare_times, register_solver
+from flowbridge.samplers.base import GaussianTransition, Solver, prepare_times, register_solver
 from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
@@ -94,10 +94,15 @@ class EulerMaruyama(ReverseSDESolver):
     """
 
     order = 1.0
+    gaussian_transition = True
+
+    def transition(self, field: Field, x: Tensor, state: SDEGridState, i: int) -> GaussianTransition:
+        """Mean :math:`x + h(u + \\epsilon s)`, standard deviation :math:`\\sqrt{2\\epsilon h}`."""
+        drift = field.sde_drift(x, state.t[i], state.eps[i])
+        return GaussianTransition(torch.add(x, drift, alpha=state.h[i]), state.noise_std[i], state)
 
     def step(
         self, field: Field, x: Tensor, state: SDEGridState, i: int, *, generator: RandomSource | BrownianPath = None
     ) -> tuple[Tensor, SDEGridState]:
-        drift = field.sde_drift(x, state.t[i], state.eps[i])
-        noise = step_normal(x, state.noise, i, generator)
-        return combine(x, 1.0, (state.h[i], state.noise_std[i]), (drift, noise)), state
+        tr = self.transition(field, x, state, i)
+        return tr.mean.add_(step_normal(x, state.noise, i, generator), alpha=tr.std), tr.state
