@@ -21,7 +21,6 @@ import math
 import warnings
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -92,6 +91,8 @@ class MinibatchOTCoupling(Coupling):
         cost = squared_distances(x0, x1)
         if self.normalize_cost and cost.max() > 0:
             cost = cost / cost.max()
+        import ot  # imported where used: `import flowbridge` stays light
+
         a = np.full(cost.shape[0], 1.0 / cost.shape[0])
         b = np.full(cost.shape[1], 1.0 / cost.shape[1])
         if self.method == "exact":

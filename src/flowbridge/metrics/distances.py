@@ -21,9 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import ot
 import torch
-from scipy.spatial.distance import cdist as _scipy_cdist
 from torch import Tensor
 
 from flowbridge.errors import ArgumentError
@@ -300,7 +298,10 @@ def wasserstein2(x: Tensor, y: Tensor, *, max_points: int = 5000, num_itermax: i
     xs = x.detach().cpu().double().numpy()
     ys = y.detach().cpu().double().numpy()
     # scipy's cdist computes differences directly, so the cost has no cancellation error.
-    cost_matrix = _scipy_cdist(xs, ys, metric="sqeuclidean")
+    import ot  # POT and scipy are imported where used: `import flowbridge` stays light
+    from scipy.spatial.distance import cdist
+
+    cost_matrix = cdist(xs, ys, metric="sqeuclidean")
     a = np.full(n, 1.0 / n)
     b = np.full(m, 1.0 / m)
     with warnings.catch_warnings():
