@@ -17,16 +17,20 @@ plan that fails (iteration limit, numerical overflow) raises :class:`CouplingErr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import warnings
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from flowbridge.errors import ArgumentError, CouplingError
 from flowbridge.couplings.base import CoupledBatch, Coupling, check_pair_shapes
 from flowbridge.random import RandomSource, torch_generator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 METHODS = ("exact", "sinkhorn")
 
@@ -91,6 +95,7 @@ class MinibatchOTCoupling(Coupling):
         cost = squared_distances(x0, x1)
         if self.normalize_cost and cost.max() > 0:
             cost = cost / cost.max()
+        import numpy as np
         import ot  # imported where used: `import flowbridge` stays light
 
         a = np.full(cost.shape[0], 1.0 / cost.shape[0])
@@ -130,6 +135,6 @@ class MinibatchOTCoupling(Coupling):
         plan = self.plan(x0, x1)
         device = generator.device if generator is not None else torch.device("cpu")
         # Column i of the plan is the joint restricted to target i; normalising it gives pi(j | i).
-        conditional = torch.from_numpy(np.ascontiguousarray(plan.T)).to(device)
+        conditional = torch.from_numpy(plan.T.copy()).to(device)
         index = torch.multinomial(conditional, 1, generator=generator).squeeze(1).to(x0.device)
         return CoupledBatch(x0=x0.index_select(0, index), x1=x1, source_index=index)

@@ -16,15 +16,19 @@ Pairwise quantities are accumulated over row blocks so that no more than
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import warnings
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from flowbridge.errors import ArgumentError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["energy_distance", "mmd", "sliced_wasserstein", "wasserstein2"]
 
@@ -298,6 +302,7 @@ def wasserstein2(x: Tensor, y: Tensor, *, max_points: int = 5000, num_itermax: i
     xs = x.detach().cpu().double().numpy()
     ys = y.detach().cpu().double().numpy()
     # scipy's cdist computes differences directly, so the cost has no cancellation error.
+    import numpy as np
     import ot  # POT and scipy are imported where used: `import flowbridge` stays light
     from scipy.spatial.distance import cdist
 

@@ -12,7 +12,6 @@ computed in float64 by Gauss–Legendre quadrature (exact for these polynomials)
 from __future__ import annotations
 
 from dataclasses import replace
-import numpy as np
 from torch import Tensor
 
 from flowbridge.fields.base import Field
@@ -31,6 +30,8 @@ from flowbridge.samplers.multistep.common import (
 
 def lagrange_integrals(nodes: list[float]) -> list[float]:
     """:math:`\\int_0^1 \\ell_j(u)\\,du` for the Lagrange basis through ``nodes`` (relative positions)."""
+    import numpy as np  # imported where used: `import flowbridge` stays light
+
     u, w = np.polynomial.legendre.leggauss(max(len(nodes), 2))
     u, w = 0.5 * (u + 1.0), 0.5 * w
     out = []

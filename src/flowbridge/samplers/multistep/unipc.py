@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 from torch import Tensor
 
 from flowbridge.fields.base import Field
@@ -64,6 +63,8 @@ def _g(k: int, z: float) -> float:
 def _unipc_step(g: GaussianGrid, s: int, order: int, variant: str, corrector: bool) -> StepPlan:
     """Coefficients of the step from ``s`` to ``s + 1``: predictor (``corrector=False``; weights on
     ``m_s, m_{s-1}, ...``) or corrector (weights on ``m_{s+1}, m_s, m_{s-1}, ...``)."""
+    import numpy as np  # imported where used: `import flowbridge` stays light
+
     scale, b_first = g.data_step(s)  # b_first = -alpha_t phi1 = alpha_t (1 - e^{-h})
     n_prev = order - 1
     if not corrector and order == 1:
