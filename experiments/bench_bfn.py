@@ -114,11 +114,11 @@ def continuous_part(quick: bool) -> list[str]:
             gen = torch.Generator().manual_seed(2)
             with torch.no_grad():
                 if name == "original":
-                    out, sec = timed(lambda: bfn.sample_original(net, (num, 2), steps, generator=gen, dtype=dtype))
+                    out, sec = timed(lambda: bfn.sample_original(net, steps, shape=(num, 2), generator=gen, dtype=dtype))
                 else:
                     solver = name.split(" ")[0]
                     grid = "uniform" if "uniform" in name else "logsnr"
-                    out, sec = timed(lambda: bfn.sample(net, (num, 2), steps, solver, grid=grid, generator=gen, dtype=dtype))
+                    out, sec = timed(lambda: bfn.sample(net, solver, steps, shape=(num, 2), grid=grid, generator=gen, dtype=dtype))
             report = compare_to_truth(out.x.double(), mixture.sample, sliced_wasserstein, sets=5, generator=torch.Generator().manual_seed(3))
             if name == "original" and steps == 200:
                 base_time = sec

@@ -86,6 +86,11 @@ class NoiseSource(ABC):
         returns itself (its chunks then depend on the chunk size)."""
         return self
 
+    def fork(self, tag: int) -> "NoiseSource":
+        """An independent stream for a separate use of the same samples (e.g. a final draw after a
+        solver's run); a shared stream returns itself and simply continues."""
+        return self
+
     def normal_like(self, x: Tensor, interval: tuple[float, float] | None = None) -> Tensor:
         """Standard normal noise shaped like ``x`` (device and dtype from ``x``)."""
         return self.normal(x.shape, dtype=x.dtype, device=x.device, interval=interval)
@@ -204,6 +209,14 @@ class SeedNoise(NoiseSource):
 
     def graph_key(self) -> object:
         return ("seeds", tuple(self.seeds), self.draws)
+
+    def fork(self, tag: int) -> "SeedNoise":
+        forked = SeedNoise.__new__(SeedNoise)
+        forked.seeds = list(self.seeds)
+        offset = _signed((tag + 1) * 0xD1B54A32D192ED03)
+        forked._keys = {d: _mix(k + offset) for d, k in self._keys.items()}
+        forked.draws = 0
+        return forked
 
 
 def _signed(value: int) -> int:

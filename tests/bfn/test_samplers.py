@@ -42,8 +42,8 @@ def test_continuous_samplers_with_exact_output_reach_the_noise_floor(mixture) ->
     net = MixturePosteriorMean(mixture, bfn.sigma1)
     n = 4000
     g = torch.Generator().manual_seed(3)
-    original = bfn.sample_original(net, (n, mixture.dim), 200, generator=g, dtype=torch.float64)
-    fast = bfn.sample(net, (n, mixture.dim), 15, "dpmpp_2m", generator=g, dtype=torch.float64)
+    original = bfn.sample_original(net, 200, shape=(n, mixture.dim), generator=g, dtype=torch.float64)
+    fast = bfn.sample(net, "dpmpp_2m", 15, shape=(n, mixture.dim), generator=g, dtype=torch.float64)
     assert original.nfe == 201 and fast.nfe == 16
     for out in (original, fast):
         report = compare_to_truth(out.x, mixture.sample, sliced_wasserstein, sets=4, generator=torch.Generator().manual_seed(4))
@@ -73,8 +73,8 @@ def test_discrete_samplers_with_exact_output_reproduce_the_marginals() -> None:
     n = 20_000
     g = torch.Generator().manual_seed(6)
     outs = {
-        "original": bfn.sample_original(net, (n, 3), 100, generator=g, dtype=torch.float64),
-        "fast": bfn.sample(net, (n, 3), 10, "dpmpp_2m", generator=g, dtype=torch.float64),
+        "original": bfn.sample_original(net, 100, shape=(n, 3), generator=g, dtype=torch.float64),
+        "fast": bfn.sample(net, "dpmpp_2m", 10, shape=(n, 3), generator=g, dtype=torch.float64),
     }
     for name, out in outs.items():
         assert out.x.dtype == torch.long and out.x.shape == (n, 3)

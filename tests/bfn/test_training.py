@@ -81,8 +81,8 @@ def test_trained_bfn_matches_bayes_optimal_output_and_samples(mixture: GaussianM
     assert excess_loss(bfn, net, mixture) < 0.05
     with torch.no_grad():
         for out in (
-            bfn.sample(net, (8000, mixture.dim), 15, "dpmpp_2m", generator=torch.Generator().manual_seed(1)),
-            bfn.sample_original(net, (8000, mixture.dim), 200, generator=torch.Generator().manual_seed(1)),
+            bfn.sample(net, "dpmpp_2m", 15, shape=(8000, mixture.dim), generator=torch.Generator().manual_seed(1)),
+            bfn.sample_original(net, 200, shape=(8000, mixture.dim), generator=torch.Generator().manual_seed(1)),
         ):
             report = compare_to_truth(out.x.double(), mixture.sample, sliced_wasserstein, sets=8, generator=torch.Generator().manual_seed(2))
             assert report.ratio < 2.0, str(report)

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state, check_unit_interval
-from flowbridge.random import RandomSource, rand
+from flowbridge.random import RandomSource, noise_source, rand
+from flowbridge.samplers.base import SamplingResult
 
 LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
-class BFNSample:
+class BFNSample(SamplingResult):
     """Samples drawn from a BFN.
 
     Attributes:
@@ -27,9 +30,42 @@ class BFNSample:
             discretized data, the logits ``y`` for discrete data).
     """
 
-    x: Tensor
-    nfe: int
     params: Tensor
+
+
+def sample_on_flow(
+    bfn: Any, net: nn.Module, solver: str | Any, steps: int, *, shape: Sequence[int], flow_shape: Sequence[int],
+    generator: RandomSource, seeds: Sequence[int] | None, seed: int | None, grid: str | None,
+    grid_options: dict[str, float] | None, t_span: tuple[float, float] | None, batch_size: int | None,
+    progress: bool, callback: Any, dtype: torch.dtype | None, device: torch.device | str | None, solver_options: dict[str, Any],
+) -> BFNSample:
+    """BFN-Solver: a flowbridge Gaussian-path solver on the Bayesian flow (``flow_shape``), then the
+    output distribution's draw at ``t = 1`` (:meth:`final_sample`), chunk by chunk, with the noise
+    source of the shared vocabulary (the final draw from a forked stream of the same samples)."""
+    from flowbridge.samplers.api import sample as flowbridge_sample
+
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 1:
+        raise ArgumentError(f"shape must be (num_samples, *event); got {shape!r}")
+    total = int(shape[0])
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
+    source = noise_source(generator, seeds, seed, total)
+    span = t_span if t_span is not None else (bfn.schedule.t_min, 1.0)
+    chunk = batch_size or total
+    xs, params, nfe = [], [], 0
+    for lo in range(0, total, chunk):
+        hi = min(lo + chunk, total)
+        part = source if (lo, hi) == (0, total) else source.split(lo, hi)
+        out = flowbridge_sample(
+            bfn.field(net), solver, steps, shape=(hi - lo, *flow_shape[1:]), generator=part, grid=grid,
+            grid_options=grid_options, t_span=span, progress=progress, callback=callback, dtype=dtype, device=device,
+            **solver_options,
+        )
+        xs.append(bfn.final_sample(net, out.x, generator=part.fork(1)))
+        params.append(out.x)
+        nfe = out.nfe + 1
+    cat = (lambda v: v[0] if len(v) == 1 else torch.cat(v))  # noqa: E731
+    return BFNSample(x=cat(xs), nfe=nfe, params=cat(params))
 
 
 @dataclass(frozen=True)

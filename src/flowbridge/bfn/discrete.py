@@ -30,6 +30,8 @@ Sampling: the logits follow a Gaussian path (:mod:`flowbridge.bfn.schedules`) wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 from typing import Any
 
@@ -38,14 +40,14 @@ from torch import Tensor, nn
 
 from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
-from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
+from flowbridge.bfn.base import sample_on_flow, BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
 from flowbridge.bfn.continuous import BFNField
 from flowbridge.bfn.schedules import DiscreteBFNSchedule, check_beta1, check_num_classes
 from flowbridge.fields.base import call_net
 from flowbridge.objectives.base import ObjectiveOutput
 from flowbridge.paths.gaussian import GaussianPath
+from flowbridge.samplers.base import Observer, Solver
 from flowbridge.random import RandomSource, randn_like
-from flowbridge.samplers.api import sample as flowbridge_sample
 
 LAYOUTS: tuple[str, ...] = ("flat", "channels")
 
@@ -212,9 +214,9 @@ class DiscreteBFN:
     def sample_original(
         self,
         net: nn.Module,
-        shape: tuple[int, ...],
         steps: int,
         *,
+        shape: tuple[int, ...],
         generator: RandomSource = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -238,22 +240,30 @@ class DiscreteBFN:
     def sample(
         self,
         net: nn.Module,
-        shape: tuple[int, ...],
+        solver: str | Solver[Any] = "dpmpp_2m",
         steps: int = 20,
-        solver: str = "dpmpp_2m",
         *,
-        generator: torch.Generator | None = None,
-        grid: str = "logsnr",
-        t_start: float | None = None,
+        shape: Sequence[int],
+        generator: RandomSource = None,
+        seeds: Sequence[int] | None = None,
+        seed: int | None = None,
+        grid: str | None = "logsnr",
+        grid_options: dict[str, float] | None = None,
+        t_span: tuple[float, float] | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        callback: Observer | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         **solver_options: Any,
     ) -> BFNSample:
         """Fast sampling: a Gaussian-path solver on the logits from ``t_start`` to 1, then a draw
-        from :math:`p_O(\\cdot\\mid\\theta_1, 1)`. ``steps + 1`` evaluations for one-evaluation solvers."""
-        start = self.schedule.t_min if t_start is None else float(t_start)
-        out = flowbridge_sample(
-            self.field(net), solver, steps, shape=(*shape, self.num_classes), generator=generator, grid=grid,
-            t_span=(start, 1.0), dtype=dtype, device=device, **solver_options,
+        from :math:`p_O(\\cdot\\mid\\theta_1, 1)`. ``steps + 1`` evaluations for one-evaluation solvers.
+
+        The arguments are flowbridge's sampling vocabulary (as :func:`flowbridge.sample`, with the
+        network in place of the field); ``t_span`` defaults to ``(schedule.t_min, 1)``."""
+        return sample_on_flow(
+            self, net, solver, steps, shape=shape, flow_shape=(*shape, self.num_classes), generator=generator, seeds=seeds,
+            seed=seed, grid=grid, grid_options=grid_options, t_span=t_span, batch_size=batch_size, progress=progress,
+            callback=callback, dtype=dtype, device=device, solver_options=solver_options,
         )
-        return BFNSample(x=self.final_sample(net, out.x, generator=generator), nfe=out.nfe + 1, params=out.x)

@@ -186,9 +186,9 @@ class DiscretizedBFN(ContinuousBFN):
     def sample_original(
         self,
         net: nn.Module,
-        shape: tuple[int, ...],
         steps: int,
         *,
+        shape: tuple[int, ...],
         generator: RandomSource = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
