@@ -54,6 +54,8 @@ class DEIS(GaussianMultistep):
         warmup: ``"lower_order"``.
     """
 
+    default_grid = "karras"  # experiments/results/grids.md
+
     order = 3
     min_steps = 2
     works_in_log_snr = False

@@ -116,6 +116,8 @@ class DPMSolverPlusPlus3M(DPMSolverPlusPlus):
         warmup: ``"lower_order"``.
     """
 
+    default_grid = "logsnr"  # experiments/results/grids.md
+
     order = 3
     min_steps = 3
     multistep_order = 3

@@ -45,6 +45,8 @@ class GHVB(GaussianMultistep):
         warmup: ``"lower_order"``.
     """
 
+    default_grid = "logsnr"  # experiments/results/grids.md
+
     order = 4
     min_steps = 2
     works_in_log_snr = False

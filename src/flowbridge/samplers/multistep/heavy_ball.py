@@ -123,6 +123,8 @@ class PLMSHB(PLMSHeavyBall):
         warmup: ``"lower_order"``.
     """
 
+    default_grid = "karras"  # experiments/results/grids.md
+
     order = 1
 
 
@@ -132,6 +134,8 @@ class PLMSNesterov(PLMSHeavyBall):
 
     Args: as :class:`PLMSHB`.
     """
+
+    default_grid = "logsnr"  # experiments/results/grids.md
 
     order = 1
     nesterov = True
@@ -149,6 +153,8 @@ class DPMSolverPlusPlus2MHB(HeavyBall):
             ``"denoise"`` (also without momentum).
         warmup: ``"lower_order"``.
     """
+
+    default_grid = "karras"  # experiments/results/grids.md
 
     order = 1
     evaluates = "data"

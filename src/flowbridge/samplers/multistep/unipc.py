@@ -111,6 +111,8 @@ class UniPC(GaussianMultistep):
         warmup: ``"lower_order"``.
     """
 
+    default_grid = "logsnr"  # experiments/results/grids.md
+
     order = 3
     min_steps = 2
 
