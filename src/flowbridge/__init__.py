@@ -4,11 +4,16 @@ pluggable samplers and posterior samplers for inverse problems.
 Time runs from ``t = 0`` (source / noise) to ``t = 1`` (target / data) everywhere.
 """
 
-from flowbridge.analytic import GaussianMixture
 from flowbridge import smc
+from flowbridge.analytic import GaussianMixture
 from flowbridge.fields import AutoGuidanceField, CFGField, Field, NetworkField
 from flowbridge.likelihood import LikelihoodResult, log_likelihood
-from flowbridge.paths import BrownianBridge, GaussianPath, StochasticInterpolant, get_schedule
+from flowbridge.paths import (
+    BrownianBridge,
+    GaussianPath,
+    StochasticInterpolant,
+    get_schedule,
+)
 from flowbridge.random import NoiseSource, SeedNoise, StackedGenerators
 from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver, sample
 

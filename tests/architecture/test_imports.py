@@ -67,12 +67,9 @@ def test_layers_import_only_downward():
 
 
 def test_import_flowbridge_is_light():
-    code = (
-        "import sys, time, torch; start = time.perf_counter(); import flowbridge; "
-        "print(time.perf_counter() - start); print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    loaded = set(out[1].split())
+    """The heavy optional packages stay out of ``import flowbridge`` (the time it takes is measured,
+    not asserted here: timings belong to benchmarks; see docs/benchmarks.md)."""
+    code = "import sys, torch; before = set(sys.modules); import flowbridge; print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.split())
     assert not loaded & set(HEAVY), f"import flowbridge loads {sorted(loaded & set(HEAVY))}"
-    # Beyond torch itself; measured ~0.1 s on an idle 2-core machine, 0.5 s is the budget.
-    assert float(out[0]) < 0.5, f"import flowbridge took {float(out[0]):.2f} s beyond torch"

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_unit_interval
 from flowbridge.analytic.mixture import GaussianMixture
 from flowbridge.bridges.sde import BridgeField
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand, randn, randn_like
 
 __all__ = ["ConditionalGaussian", "EOTBenchmarkPair", "GaussianBridge", "GaussianBridgeField", "MixtureConditional"]
@@ -292,7 +292,9 @@ class EOTBenchmarkPair:
 
     def conditional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean (B, d) and covariance (B, d, d) of the exact conditionals."""
-        from flowbridge.metrics.bridges import mixture_moments  # lazy: flowbridge.metrics imports POT
+        from flowbridge.metrics.bridges import (
+            mixture_moments,  # lazy: flowbridge.metrics imports POT
+        )
 
         cond = self.conditional(x)
         return mixture_moments(cond.logits, cond.means, cond.covs)

@@ -31,9 +31,9 @@ import math
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state
 from flowbridge.analytic.mixture import GaussianMixture
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.paths.interpolant import StochasticInterpolant
 

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state, check_unit_interval
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, noise_source, rand
 from flowbridge.samplers.base import SamplingResult
 

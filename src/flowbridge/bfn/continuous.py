@@ -33,24 +33,29 @@ Network parametrisations of :math:`\hat x(\mu, t)` (``net(input, t)``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
-from flowbridge.bfn.base import sample_on_flow, BFNSample, check_n_steps, check_times, step_index, sum_over_dims
+from flowbridge.bfn.base import (
+    BFNSample,
+    check_n_steps,
+    check_times,
+    sample_on_flow,
+    step_index,
+    sum_over_dims,
+)
 from flowbridge.bfn.schedules import ContinuousBFNSchedule, check_sigma1
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, call_net
 from flowbridge.objectives.base import ObjectiveOutput
 from flowbridge.paths.gaussian import GaussianPath
-from flowbridge.samplers.base import Observer, Solver
 from flowbridge.random import RandomSource, randn, randn_like
+from flowbridge.samplers.base import Observer, Solver
 
 PARAMETRISATIONS: tuple[str, ...] = ("edm", "noise", "data")
 

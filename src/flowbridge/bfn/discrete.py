@@ -30,24 +30,31 @@ Sampling: the logits follow a Gaussian path (:mod:`flowbridge.bfn.schedules`) wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
-from flowbridge.bfn.base import sample_on_flow, BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
+from flowbridge.bfn.base import (
+    BFNSample,
+    check_n_steps,
+    check_times,
+    sample_categorical,
+    sample_on_flow,
+    step_index,
+    sum_over_dims,
+)
 from flowbridge.bfn.continuous import BFNField
 from flowbridge.bfn.schedules import DiscreteBFNSchedule, check_beta1, check_num_classes
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import call_net
 from flowbridge.objectives.base import ObjectiveOutput
 from flowbridge.paths.gaussian import GaussianPath
-from flowbridge.samplers.base import Observer, Solver
 from flowbridge.random import RandomSource, randn_like
+from flowbridge.samplers.base import Observer, Solver
 
 LAYOUTS: tuple[str, ...] = ("flat", "channels")
 

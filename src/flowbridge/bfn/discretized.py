@@ -35,11 +35,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
-from flowbridge.bfn.base import BFNSample, check_n_steps, check_times, sample_categorical, step_index, sum_over_dims
+from flowbridge.bfn.base import (
+    BFNSample,
+    check_n_steps,
+    check_times,
+    sample_categorical,
+    step_index,
+    sum_over_dims,
+)
 from flowbridge.bfn.continuous import _TINY, ContinuousBFN
 from flowbridge.bfn.schedules import check_num_classes
+from flowbridge.errors import ArgumentError
 from flowbridge.objectives.base import ObjectiveOutput
 from flowbridge.random import RandomSource, randn_like
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge.bfn.base import LikelihoodBound, check_n_steps, flat_dims
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand
 
 

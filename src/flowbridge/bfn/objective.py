@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge.bfn.base import check_n_steps, step_index, sum_over_dims
 from flowbridge.bfn.schedules import ContinuousBFNSchedule
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.objectives.base import Objective, ObjectiveOutput
 from flowbridge.paths.gaussian import GaussianPath

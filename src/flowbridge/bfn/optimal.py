@@ -18,11 +18,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, check_state
-
 from flowbridge.analytic import GaussianMixture
 from flowbridge.bfn.schedules import ContinuousBFNSchedule
+from flowbridge.errors import ArgumentError
 
 # gamma is floored here so that t = 0 (mu = 0, gamma = 0) gives the prior mean instead of 0/0.
 _GAMMA_FLOOR = 1e-12

@@ -42,9 +42,9 @@ from dataclasses import field as dataclass_field
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bridges.sde import BridgeField, check_eps
+from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand, randn_like
 from flowbridge.samplers.base import SamplingError
 

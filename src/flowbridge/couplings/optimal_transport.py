@@ -17,16 +17,15 @@ plan that fails (iteration limit, numerical overflow) raises :class:`CouplingErr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError, CouplingError
 from flowbridge.couplings.base import CoupledBatch, Coupling, check_pair_shapes
+from flowbridge.errors import ArgumentError, CouplingError
 from flowbridge.random import RandomSource, torch_generator
 
 if TYPE_CHECKING:

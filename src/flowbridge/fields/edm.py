@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, call_net
 from flowbridge.paths.interpolant import StochasticInterpolant
 

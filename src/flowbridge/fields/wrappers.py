@@ -7,8 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint, as_time, check_state
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, check_field, sde_drift_from_prediction
 
 _METHODS = ("predict", "velocity", "data", "noise", "score", "sde_drift")

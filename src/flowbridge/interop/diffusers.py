@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.interop.discrete import DiscreteVPSchedule
 from flowbridge.paths.gaussian import GaussianPath

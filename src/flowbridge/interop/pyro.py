@@ -39,8 +39,8 @@ from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.likelihood import log_likelihood
 from flowbridge.samplers.api import default_span
-from flowbridge.samplers.base import get_solver
 from flowbridge.samplers.api import sample as flow_sample
+from flowbridge.samplers.base import get_solver
 
 # flowbridge solver name -> torchdiffeq method integrating the same ODE for the likelihood.
 LIKELIHOOD_METHODS: dict[str, str] = {

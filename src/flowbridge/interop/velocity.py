@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 

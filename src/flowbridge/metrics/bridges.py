@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
+from flowbridge.errors import ArgumentError
 
 __all__ = ["bures_wasserstein2", "bw2_uvp", "cbw2_uvp", "mixture_moments", "sample_moments"]
 

@@ -16,11 +16,10 @@ Pairwise quantities are accumulated over row blocks so that no more than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
+from flowbridge.errors import ArgumentError
 from flowbridge.metrics.noise_floor import NoiseFloor, noise_floor
 
 

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import as_time
+from flowbridge.errors import ArgumentError
 
 
 class SinusoidalTimeEmbedding(nn.Module):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
-from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
+from flowbridge.errors import ArgumentError
+from flowbridge.nets.embedding import (
+    SinusoidalTimeEmbedding,
+    batch_times,
+    check_input_dtype,
+    null_or_labels,
+)
 
 
 class MLP(nn.Module):

@@ -8,9 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
-from flowbridge.nets.embedding import SinusoidalTimeEmbedding, batch_times, check_input_dtype, null_or_labels
+from flowbridge.errors import ArgumentError
+from flowbridge.nets.embedding import (
+    SinusoidalTimeEmbedding,
+    batch_times,
+    check_input_dtype,
+    null_or_labels,
+)
 
 
 def _num_groups(channels: int) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import check_state
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.objectives.base import Objective, ObjectiveOutput, mean_over_features

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import expand_like
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.objectives.base import Objective, ObjectiveOutput, mean_over_features
 from flowbridge.paths.gaussian import GaussianPath

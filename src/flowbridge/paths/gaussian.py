@@ -25,7 +25,6 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import (
     TimePoint,
     as_time,
@@ -36,6 +35,7 @@ from flowbridge._utils import (
     registry_error,
     safe_div,
 )
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.schedules import Schedule, ScheduleValues, get_schedule
 
 Scalar = Union[float, Tensor]

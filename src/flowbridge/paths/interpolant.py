@@ -19,8 +19,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowbridge._utils import (
+    as_time,
+    check_state,
+    check_unit_interval,
+    expand_like,
+    registry_error,
+)
 from flowbridge.errors import ArgumentError
-from flowbridge._utils import as_time, check_state, check_unit_interval, expand_like, registry_error
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import register_in, registry_error
+from flowbridge.errors import ArgumentError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,16 @@
 from flowbridge.samplers import multistep, ode, sde  # noqa: F401  (registers the solvers)
 from flowbridge.samplers.api import sample
 from flowbridge.samplers.base import (
-    SOLVERS, GaussianTransition, SampleOutput, SamplingError, SamplingResult, Solver, SolveResult, StepInfo, get_solver, register_solver,
+    SOLVERS,
+    GaussianTransition,
+    SampleOutput,
+    SamplingError,
+    SamplingResult,
+    Solver,
+    SolveResult,
+    StepInfo,
+    get_solver,
+    register_solver,
 )
 from flowbridge.samplers.grids import GRIDS, make_grid, register_grid
 

@@ -10,15 +10,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge._progress import Progress
 from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
+from flowbridge.fields.clipping import clipped
+from flowbridge.fields.wrappers import AutocastField, CompiledField
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
-from flowbridge.fields.wrappers import AutocastField, CompiledField
 from flowbridge.random import RandomSource, noise_source, randn
-from flowbridge._progress import Progress
-from flowbridge.fields.clipping import clipped
-from flowbridge.samplers.base import Observer, SampleOutput, SamplingError, Solver, StepInfo, get_solver
+from flowbridge.samplers.base import (
+    Observer,
+    SampleOutput,
+    SamplingError,
+    Solver,
+    StepInfo,
+    get_solver,
+)
 from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import make_grid
 

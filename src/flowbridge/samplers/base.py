@@ -18,10 +18,15 @@ from typing import Any, Callable, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError, CapabilityError, SamplingError
 from flowbridge._utils import TimePoint, register_in, registry_error
+from flowbridge.errors import ArgumentError, CapabilityError, SamplingError
 from flowbridge.fields.base import Field
-from flowbridge.paths.gaussian import GaussianPath, conversion_coefficients, schedule_rows, time_points
+from flowbridge.paths.gaussian import (
+    GaussianPath,
+    conversion_coefficients,
+    schedule_rows,
+    time_points,
+)
 from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.random import RandomSource
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field
 from flowbridge.random import GeneratorNoise, RandomSource, SeedNoise, as_noise_source
-from flowbridge.samplers.base import SolveResult, Solver
+from flowbridge.samplers.base import Solver, SolveResult
 
 # Per field: the captures made for it, keyed by everything a capture fixes. Weak on the field, so
 # that a capture (which holds device memory) goes when its field does.

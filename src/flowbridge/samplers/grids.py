@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import register_in, registry_error
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.schedules import Schedule
 
 GridFn = Callable[..., Tensor]

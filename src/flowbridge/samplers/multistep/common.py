@@ -49,8 +49,8 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
 from flowbridge._utils import TimePoint, check_unit_interval
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, check_field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource

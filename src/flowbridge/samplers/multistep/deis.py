@@ -12,6 +12,7 @@ computed in float64 by Gauss–Legendre quadrature (exact for these polynomials)
 from __future__ import annotations
 
 from dataclasses import replace
+
 from torch import Tensor
 
 from flowbridge.fields.base import Field

@@ -39,7 +39,6 @@ from flowbridge.samplers.multistep.common import (
 )
 from flowbridge.samplers.multistep.exponential import phi_functions
 
-
 # Weight on D2 in the third-order update: 2 from the Taylor expansion ("taylor"), 1 in Lu et al.'s
 # reference code and diffusers ("lu").
 SECOND_DIFFERENCE_WEIGHT: dict[str, float] = {"taylor": 2.0, "lu": 1.0}

@@ -15,6 +15,7 @@ The mixer undoes the lag of the average to order k, so GHVB-k converges at the o
 from __future__ import annotations
 
 from dataclasses import replace
+
 from torch import Tensor
 
 from flowbridge.fields.base import Field

@@ -17,6 +17,7 @@ caps the observed order near 2-3 for ``k = 4`` (the first step is Euler).
 from __future__ import annotations
 
 from dataclasses import replace
+
 from torch import Tensor
 
 from flowbridge.fields.base import Field

@@ -10,8 +10,14 @@ from torch import Tensor
 from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import Observer, SamplingError, SolveResult, Solver, check_evaluable, register_solver
-
+from flowbridge.samplers.base import (
+    Observer,
+    SamplingError,
+    Solver,
+    SolveResult,
+    check_evaluable,
+    register_solver,
+)
 
 #: torchdiffeq's adaptive Runge–Kutta methods (the ones that accept the ``step_t`` option).
 _ADAPTIVE_RK = frozenset({"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"})
