@@ -35,11 +35,16 @@ class DataBatch:
     def __len__(self) -> int:
         return self.target.shape[0]
 
-    def to(self, device: torch.device) -> "DataBatch":
-        """The batch on ``device`` (itself when it is there already)."""
+    def to(self, device: torch.device | str, non_blocking: bool = False, **kwargs: object) -> "DataBatch":
+        """The batch on ``device`` (itself when it is there already).
+
+        Lightning moves batches by calling ``to`` on any object that has one, so a batch moves with
+        one call per tensor instead of a walk over its fields.
+        """
+        device = torch.device(device)
         if self.target.device == device:
             return self
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
+        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))  # noqa: E731
         return DataBatch(move(self.target), move(self.source), move(self.label))
 
 
