@@ -285,6 +285,17 @@ class FlowbridgeModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Lightning skips on_train_epoch_start when it resumes in the middle of an epoch, so a
+        # GradientAccumulationScheduler would accumulate with the Trainer's default factor until the
+        # epoch ends (measured: the resumed run stepped after every batch); set this epoch's factor.
+        from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+        trainer = self.trainer
+        for cb in trainer.callbacks:
+            if isinstance(cb, GradientAccumulationScheduler):
+                trainer.accumulate_grad_batches = cb.get_accumulate_grad_batches(trainer.current_epoch)
+
     def training_step(self, batch: DataBatch, batch_idx: int) -> Tensor:
         loss = self.training_loss(batch, self.step_generator(TRAIN, self.global_step, batch_idx))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
