@@ -128,9 +128,10 @@ class BFNModule(FlowbridgeModule):
         # network must accept them (the training step itself does not re-validate).
         device = self.parameter_device()
         name = getattr(dm, "name", type(dm).__name__)
-        x = self.prepare(dm.reference(2).to(device))
+        x = self.prepare(dm.reference(2))
         try:
-            self.bfn.check_data(x)
+            self.bfn.check_data(x)  # the values, on the CPU
+            x = x.to(device)
             with torch.no_grad():
                 self.objective(self.net, x, torch.full((2,), 0.5, device=device))
         except (TypeError, ValueError, RuntimeError) as exc:
