@@ -188,7 +188,9 @@ class FlowbridgeModule(pl.LightningModule):
         caller = frame.f_back if frame is not None else None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
-            self.save_hyperparameters(frame=caller)
+            # logger=False: the CLI saves the whole configuration (config.yaml); logging the module's
+            # hyper-parameters too makes Lightning refuse a run whose model.seed and data.seed differ.
+            self.save_hyperparameters(frame=caller, logger=False)
 
     # ------------------------------------------------------------------------------------------
     # what subclasses describe
