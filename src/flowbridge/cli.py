@@ -431,25 +431,44 @@ def top_help() -> str:
     return "\n".join(lines)
 
 
+def _plain_text(text: str) -> str:
+    """Docstring markup (``code``, :math:`x`, :class:`~a.B`) as plain text."""
+    text = re.sub(r":\w+:`~?([^`]*)`", lambda m: m.group(1).rsplit(".", 1)[-1] if "." in m.group(1) and " " not in m.group(1) else m.group(1), text)
+    return text.replace("``", "").replace("\\", "\\")
+
+
 def _doc_args(cls: type) -> list[tuple[str, str]]:
-    """(name, first line of its description) from a Google-style ``Args:`` section."""
-    doc = (cls.__doc__ or "").splitlines()
+    """(name, description) from a Google-style ``Args:`` section (continuation lines joined)."""
+    doc = inspect_doc(cls).splitlines()
     out: list[tuple[str, str]] = []
-    inside = False
+    inside, indent = False, None
     for line in doc:
         stripped = line.strip()
         if stripped == "Args:":
             inside = True
             continue
-        if inside:
-            if not stripped:
-                if out:
-                    break
-                continue
-            m = re.match(r"^([A-Za-z_][\w, ]*):\s*(.*)$", stripped)
-            if m and len(line) - len(line.lstrip()) <= 8:
-                out.append((m.group(1), m.group(2)))
-    return out
+        if not inside:
+            continue
+        if not stripped:
+            if out:
+                break
+            continue
+        depth = len(line) - len(line.lstrip())
+        m = re.match(r"^([A-Za-z_][\w, ]*):\s*(.*)$", stripped)
+        if m and (indent is None or depth <= indent):
+            indent = depth
+            out.append((m.group(1), m.group(2)))
+        elif out and indent is not None and depth > indent:
+            out[-1] = (out[-1][0], f"{out[-1][1]} {stripped}")
+        else:
+            break
+    return [(name, _plain_text(text)) for name, text in out]
+
+
+def inspect_doc(cls: type) -> str:
+    import inspect
+
+    return inspect.getdoc(cls) or ""
 
 
 def command_help(command: str, topic: str | None = None, model_class: str | None = None) -> str | None:
@@ -482,7 +501,7 @@ def command_help(command: str, topic: str | None = None, model_class: str | None
         lines = []
         for name in chosen:
             cls = classes[name]
-            summary = (cls.__doc__ or "").strip().splitlines()[0]
+            summary = _plain_text(inspect_doc(cls).splitlines()[0])
             lines += [f"{cls.__module__}.{name}: {summary}"]
             args = _doc_args(cls)
             width = max((len(a) for a, _ in args), default=0)
@@ -702,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args = [command, "--help"]  # Lightning's full reference
         check_config_files(args)
         build_cli(args)
+    except BrokenPipeError:  # `flowbridge fit --help | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the closed pipe must not fail again at exit
+        return 0
     except SystemExit as exc:  # --help all, --print_config
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
     except ArgumentError as exc:

@@ -72,7 +72,9 @@ def edm_unet() -> tuple[pl.LightningModule, pl.LightningDataModule]:
     from flowbridge.training import GenerativeModule, LogNormalNoiseTime
 
     path = GaussianPath(VESchedule(sigma_min=0.002, sigma_max=80.0))
-    net = UNet(in_channels=1, image_size=8, base_channels=8, channel_mults=[1], num_res_blocks=1, num_classes=10)
+    # 16 channels: GroupNorm's 8 groups then hold 2 channels each; with one channel per group the
+    # per-channel conditioning bias of the ResBlocks would be normalised away (labels and times ignored).
+    net = UNet(in_channels=1, image_size=8, base_channels=16, channel_mults=[1], num_res_blocks=1, num_classes=10)
     module = GenerativeModule(net, path, functools.partial(DenoisingScoreMatching, weighting="edm"), preconditioning="edm",
                               time_sampler=LogNormalNoiseTime(), label_dropout=0.1, optimizer=_adam(3e-3),
                               lr_scheduler=_step_lr, seed=3)
