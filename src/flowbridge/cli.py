@@ -44,7 +44,6 @@ from flowbridge.training.profiling import NoOpProfiler
 from flowbridge.training.progress import LogProgress, format_seconds
 from flowbridge.training.threads import IntraOpThreads
 
-__all__ = ["ConfigError", "FlowbridgeCLI", "build_cli", "condense_error", "load_module", "main"]
 
 COMMANDS = {
     "fit": "train a model from a recipe (models/*.yaml); --ckpt_path last resumes",

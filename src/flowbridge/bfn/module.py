@@ -33,7 +33,6 @@ from flowbridge.training.streams import DataBatch
 
 TRANSFORMS: tuple[str, ...] = ("none", "quantize", "binarize", "classes")
 
-__all__ = ["BFNModule", "BFNSamplerConfig", "TRANSFORMS"]
 
 
 @dataclass

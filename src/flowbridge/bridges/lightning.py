@@ -24,7 +24,7 @@ from flowbridge.training.base import INIT, VAL, FlowbridgeModule, SamplerConfig
 from flowbridge.training.data import DataError, DataSplits, GenerativeDataModule
 from flowbridge.training.streams import DataBatch, derive_seed
 
-__all__ = ["BridgeSamplerConfig", "DSBMModule", "GaussianPairData", "LightSBModule"]
+__all__ = ["DSBMModule", "GaussianPairData", "LightSBModule"]
 
 
 @dataclass

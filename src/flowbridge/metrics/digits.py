@@ -31,15 +31,7 @@ from torch import Tensor, nn
 
 from flowbridge.metrics.bridges import bures_wasserstein2, sample_moments
 
-__all__ = [
-    "DigitsClassifier",
-    "digits_classifier",
-    "digits_features",
-    "digits_frechet_distance",
-    "digits_frechet_floor",
-    "frechet_distance",
-    "train_digits_classifier",
-]
+__all__ = ["digits_features", "digits_frechet_distance", "digits_frechet_floor", "frechet_distance"]
 
 WEIGHTS = Path(__file__).with_name("digits_classifier.pt")
 FEATURES = 32

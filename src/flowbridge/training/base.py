@@ -48,7 +48,6 @@ from flowbridge.samplers import SOLVERS
 from flowbridge.samplers.grids import GRIDS
 from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
 
-__all__ = ["FlowbridgeModule", "SamplerConfig", "SharedOnCopy"]
 
 # Stream identifiers mixed into the per-step seeds, so that training, validation, prediction and
 # initialisation never share random numbers.

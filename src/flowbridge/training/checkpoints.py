@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load", "load_datamodule", "read_checkpoint"]
 
 # Packages whose modules a checkpoint may name (imported before resolving its class).
 MODULE_PACKAGES = ("flowbridge.training", "flowbridge.bfn.module", "flowbridge.bridges.lightning")

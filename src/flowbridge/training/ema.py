@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-__all__ = ["EMA", "sigma_rel_to_gamma"]
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -65,8 +64,8 @@ class EMA(pl.Callback):
     def __init__(self, sigma_rel: float = 0.1, update_every_n_steps: int = 1) -> None:
         if isinstance(update_every_n_steps, bool) or not isinstance(update_every_n_steps, int) or update_every_n_steps < 1:
             raise ValueError(f"update_every_n_steps must be a positive integer; got {update_every_n_steps!r}")
+        self.gamma = sigma_rel_to_gamma(sigma_rel)  # validates sigma_rel
         self.sigma_rel = float(sigma_rel)
-        self.gamma = sigma_rel_to_gamma(sigma_rel)
         self.update_every_n_steps = update_every_n_steps
         #: name -> averaged tensor (parameters and floating-point buffers), while fitting.
         self.averaged: dict[str, Tensor] | None = None

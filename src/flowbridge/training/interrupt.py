@@ -23,7 +23,6 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["SaveOnInterrupt", "TrainingInterrupted"]
 
 
 class TrainingInterrupted(Exception):

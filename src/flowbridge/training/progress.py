@@ -18,7 +18,6 @@ from typing import IO, Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar
 
-__all__ = ["LogProgress", "format_seconds"]
 
 
 def format_seconds(seconds: float) -> str:

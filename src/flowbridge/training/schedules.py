@@ -24,7 +24,6 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["CosineLR", "RunLengthSchedule"]
 
 
 def _count(value: object, name: str, *, allow_none: bool = False) -> int | None:

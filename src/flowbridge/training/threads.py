@@ -23,7 +23,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 
-__all__ = ["FLOPS_PER_THREAD", "IntraOpThreads", "available_cores", "forward_flops", "idle_cores", "threads_for"]
 
 #: Forward-pass work per extra thread. Measured on the recipes (2 cores): the MLP of fm_moons
 #: (0.11 GFLOP per batch) runs fastest on one thread, the UNet of ddpm_digits (2.0 GFLOP) 1.7x faster
