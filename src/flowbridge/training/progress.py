@@ -81,7 +81,8 @@ class LogProgress(ProgressBar):
         print(line, file=self.stream or sys.stdout, flush=True)
 
     def metric_text(self, trainer: pl.Trainer, prefix: str) -> str:
-        items = self.get_metrics(trainer, trainer.lightning_module)
+        # Training: what the module shows on the progress bar; validation: every logged metric.
+        items = trainer.callback_metrics if prefix == "val/" else self.get_metrics(trainer, trainer.lightning_module)
         return ", ".join(f"{k} {_fmt(v)}" for k, v in items.items() if k.startswith(prefix))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
