@@ -190,11 +190,20 @@ class GenerativeDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def training_device(self) -> torch.device:
+        """Where training runs: the Trainer's root device (CPU without a Trainer)."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
     def train_dataloader(self) -> BatchStream:
         s = self._require()
         rank, world = self._rank()
+        # In-memory data move to the training device once, so that a step's batch is one
+        # index_select there instead of a host-to-device copy (which a GPU step would wait for).
+        device = self.training_device()
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         self._train_stream = BatchStream(
-            s.train, self.batch_size, seed=self.seed, label=s.train_label, source=s.train_source,
+            move(s.train), self.batch_size, seed=self.seed, label=move(s.train_label), source=move(s.train_source),
             independent_source=not self.paired, rank=rank, world_size=world,
         )
         return self._train_stream

@@ -168,9 +168,10 @@ class BatchStream:
         self._resume_position = int(state["position"])
 
     def _rows(self, count: int, stream: int) -> Tensor:
+        # Orders are drawn on the CPU (the same on any device) and moved once per epoch.
         if not self.shuffle:
-            return torch.arange(count)
-        return epoch_permutation(count, self.seed, self.epoch, stream)
+            return torch.arange(count, device=self.target.device)
+        return epoch_permutation(count, self.seed, self.epoch, stream).to(self.target.device)
 
     def __iter__(self) -> Iterator[DataBatch]:
         start = self._resume_position if self._resume_position is not None else 0
