@@ -98,7 +98,10 @@ class IntraOpThreads(pl.Callback):
             if batch is None or not hasattr(pl_module, "flop_probe"):
                 return
             local_processes = max(1, trainer.num_devices)
-            flops = forward_flops(pl_module, batch)
+            try:
+                flops = forward_flops(pl_module, batch)
+            except Exception:  # data the model cannot take: its own check reports that, in one line
+                return
             cores = max(1, available_cores() // local_processes)
             idle = idle_cores(cores)
             self.chosen = threads_for(flops, idle)
