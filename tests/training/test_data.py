@@ -194,7 +194,7 @@ def test_an_image_folder_recipe_trains_and_samples(tmp_path: Path) -> None:
             Image.fromarray((rng.random((8, 8)) * 64 + 128 * k).astype(np.uint8), mode="L").save(tmp_path / "img" / cls / f"{i}.png")
     root = Path(__file__).resolve().parents[2]
     args = ["fit", "--config", str(root / "models/ddpm_digits.yaml"), "--data=flowbridge.training.ImageFolder",
-            f"--data.root={tmp_path / 'img'}", "--data.channels=1", "--data.batch_size=16", "--model.net.init_args.num_classes=2",
+            f"--data.root={tmp_path / 'img'}", "--data.channels=1", "--data.batch_size=16", "--model.net.init_args.num_classes=2", "--model.sampler.steps=2",
             "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path / 'run'}",
             "--trainer.accelerator=cpu"]
     assert main(args) == 0

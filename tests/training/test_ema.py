@@ -71,6 +71,7 @@ def _quality(module: torch.nn.Module, seed: int) -> float:
     return report.ratio
 
 
+@pytest.mark.slow  # 25 s on a quiet core; the closed-form test above guards the averaging in the default suite
 def test_a_1000_step_fm_moons_ema_is_no_worse_than_its_raw_weights(tmp_path: Path) -> None:
     """The recipe shortened five-fold, as the docs show: its EMA checkpoint must not be worse.
 
