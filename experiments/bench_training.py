@@ -214,16 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The flowbridge column is the recipe as `flowbridge fit` builds it (its module, data, `CosineLR` and `EMA`; no "
         "logger, progress bar, checkpoints or validation); the plain column a hand-written loop doing the same work with "
-        "the data on the device. Steps per second after a warm-up (50 steps; 10 for the UNet on the CPU); ratio = median over {repeats} repeats of "
-        "the ratio within a repeat (the two runs alternate in order).",
+        "the data on the device. Steps per second after a warm-up (50 steps; 10 for the UNet on the CPU); ratio = median over "
+        f"{repeats} repeats of the ratio within a repeat (the two runs alternate in order); the cost per step is the median of "
+        "the differences of the step times within a repeat.",
         "",
-        "| recipe | timed steps | flowbridge (steps/s) | plain loop (steps/s) | flowbridge / plain |",
-        "|---|---|---|---|---|",
+        "| recipe | timed steps | flowbridge (steps/s) | plain loop (steps/s) | flowbridge / plain | cost per step |",
+        "|---|---|---|---|---|---|",
     ]
     for name, cols in results.items():
         ratio = statistics.median(a / b for a, b in zip(cols["flowbridge"], cols["plain"]))
+        extra_ms = statistics.median(1000 / a - 1000 / b for a, b in zip(cols["flowbridge"], cols["plain"]))
         lines.append(f"| {name} ({RECIPES[name]}) | {cols['steps'][0]} | {statistics.median(cols['flowbridge']):.1f} | "
-                     f"{statistics.median(cols['plain']):.1f} | **{ratio:.2f}x** |")
+                     f"{statistics.median(cols['plain']):.1f} | **{ratio:.2f}x** | {extra_ms:+.2f} ms |")
     lines += ["", "Per-repeat steps/s:", ""]
     for name, cols in results.items():
         for col in ("flowbridge", "plain"):
