@@ -130,3 +130,49 @@ def test_save_figure_closes_pyplot_figures(tmp_path: Path) -> None:
     assert plt.fignum_exists(num)
     _assert_png(save_figure(fig, tmp_path / "pyplot.png"))
     assert not plt.fignum_exists(num)
+
+
+def test_plot_samples_has_a_legend_when_drawn_over_a_reference() -> None:
+    fig = plot_samples(torch.randn(50, 2, generator=_gen()), torch.randn(80, 2, generator=_gen(1)), labels=("model", "data"))
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["data", "model"]
+    assert plot_samples(torch.zeros(3, 2)).axes[0].get_legend() is None  # nothing to tell apart
+
+
+def test_image_grid_writes_column_labels(tmp_path: Path) -> None:
+    fig = image_grid(torch.rand(20, 1, 8, 8, generator=_gen()), nrow=10, title="classes", column_labels=[str(k) for k in range(10)])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == [str(k) for k in range(10)]
+    _assert_png(save_figure(fig, tmp_path / "labelled.png"))
+    with pytest.raises(ValueError, match="column_labels must hold one caption per column"):
+        image_grid(torch.rand(20, 1, 8, 8), nrow=10, column_labels=["a"])
+
+
+def test_plot_curves_draws_one_labelled_line_per_series(tmp_path: Path) -> None:
+    from flowbridge.viz import plot_curves
+
+    fig = plot_curves({"train/loss": ([10, 20, 30], [3.0, 0.5, 0.1]), "val/loss": ([30], [0.2])}, title="t")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["train/loss", "val/loss"]
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "step"  # the values span 30x
+    assert plot_curves({"x": ([1, 2], [1.0, 1.5])}).axes[0].get_yscale() == "linear"
+    _assert_png(save_figure(fig, tmp_path / "curves.png"))
+    with pytest.raises(ValueError, match="equal length"):
+        plot_curves({"x": ([1, 2], [1.0])})
+    with pytest.raises(ValueError, match="at least one"):
+        plot_curves({})
+
+
+def test_training_writes_a_labelled_final_plot_and_the_curves(tmp_path: Path) -> None:
+    """SamplePlot at the end of fitting: the final samples (digits: one column per class, titled with
+    the Fréchet distance) and the loss curve."""
+    from flowbridge.cli import build_cli
+    from flowbridge.training import SamplePlot
+
+    root = Path(__file__).resolve().parents[1]
+    cli = build_cli(["fit", "--config", str(root / "models/ddpm_digits.yaml"), "--trainer.max_steps=4", "--trainer.log_every_n_steps=1",
+                     f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu", "--model.sampler.steps=2", "--threads=1"])
+    plot = next(cb for cb in cli.trainer.callbacks if isinstance(cb, SamplePlot))
+    _assert_png(plot.final_path)
+    _assert_png(plot.curves_path)
+    assert plot.history["train/loss"][-1][0] == 4 and len(plot.history["train/loss"]) == 4

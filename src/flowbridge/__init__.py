@@ -19,6 +19,18 @@ from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver
 
 __version__ = "0.1.0"
 
+
+def load(ckpt, map_location="cpu", *, weights="ema", **arguments):  # type: ignore[no-untyped-def]
+    """Loads any model ``flowbridge fit`` trained from its checkpoint; ``model.generate(num)`` samples it.
+
+    Flow matching, interpolants, DDPM/EDM, BFN, LightSB, SB-CFM and DSBM checkpoints alike, read with
+    ``weights_only=True``. See :func:`flowbridge.training.checkpoints.load` for the arguments
+    (``weights="raw"`` for the optimizer's weights instead of the EMA).
+    """
+    from flowbridge.training.checkpoints import load as load_checkpoint  # Lightning is imported only here
+
+    return load_checkpoint(ckpt, map_location, weights=weights, **arguments)
+
 __all__ = [
     "SOLVERS",
     "AutoGuidanceField",
@@ -38,6 +50,7 @@ __all__ = [
     "__version__",
     "get_schedule",
     "get_solver",
+    "load",
     "log_likelihood",
     "sample",
     "smc",

@@ -1,41 +1,65 @@
-"""The ``flowbridge`` command: LightningCLI's ``fit | validate | test | predict`` plus ``sample``.
+"""The ``flowbridge`` command: ``fit``, ``validate``, ``predict`` (Lightning's CLI) and ``sample``.
 
 ::
 
     flowbridge fit --config models/fm_moons.yaml [--config samplers/heun.yaml] [--trainer.max_steps 500]
-    flowbridge fit --config models/fm_moons.yaml --print_config
-    flowbridge sample --ckpt last.ckpt [--config samplers/rk4.yaml | --solver heun --steps 20] \\
+    flowbridge fit --config models/fm_moons.yaml --ckpt_path last          # resume (after Ctrl-C too)
+    flowbridge validate --config models/fm_moons.yaml --ckpt_path last
+    flowbridge predict --config models/fm_moons.yaml --ckpt_path last      # samples through the Trainer
+    flowbridge sample --ckpt outputs/fm_moons/checkpoints/last.ckpt [--config samplers/rk4.yaml] \\
         --num 2000 --out samples.pt --plot samples.png --seed 0
 
 Repeated ``--config`` files are merged in order, so a model recipe composes with a sampler preset
-(which sets ``model.sampler``). Configuration mistakes (an unknown key, an unknown ``class_path``,
-a wrong type, unusable data) stop before training with one line naming the key or file.
+(which sets ``model.sampler``). Mistakes (an unknown key or ``class_path``, a wrong type, unusable
+data, a missing checkpoint) stop with one line naming the key or file. Non-interactive runs (a log
+file, CI) print a progress line every tenth of the run instead of redrawing a bar; Ctrl-C writes a
+checkpoint that ``--ckpt_path last`` resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from flowbridge.training.base import SamplerConfig
+from flowbridge.training.checkpoints import CheckpointError, load, load_datamodule
 from flowbridge.training.data import DataError, GenerativeDataModule
-from flowbridge.training.module import GenerativeModule, SamplerConfig
+from flowbridge.training.interrupt import SaveOnInterrupt, TrainingInterrupted
+from flowbridge.training.module import GenerativeModule
 from flowbridge.training.profiling import NoOpProfiler
+from flowbridge.training.progress import LogProgress, format_seconds
+from flowbridge.training.threads import IntraOpThreads
+
+
+COMMANDS = {
+    "fit": "train a model from a recipe (models/*.yaml); --ckpt_path last resumes",
+    "validate": "score a checkpoint on held-out data (the recipe's metrics)",
+    "predict": "draw samples through the Trainer (any devices) and save them",
+    "sample": "draw samples from a checkpoint with any solver; save them and a plot",
+}
 
 
 class ConfigError(ValueError):
     """A configuration problem, reported as one line by :func:`main`."""
 
 
+# --------------------------------------------------------------------------------------------------
+# one-line errors
+# --------------------------------------------------------------------------------------------------
 _KEY = re.compile(r'^(?:Parser key|Key) "([^"]+)":?\s*(.*)$')
 _CLASS_PATH = re.compile(r"^Problem with given class_path '([^']+)':?$")
 _META = ("Subtypes:", "Errors:", "Given value", "Does not validate against any of the Union subtypes")
@@ -82,8 +106,77 @@ def condense_error(message: str) -> str:
     return f"{key}: {reason}" if key else reason
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# quiet runs
+# --------------------------------------------------------------------------------------------------
+#: Third-party warnings a flowbridge run cannot act on (each is filtered by its exact message).
+QUIET_WARNINGS = (
+    # torch >= 2.10 deprecates a pytree check that Lightning's CombinedLoader still uses on every loader.
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    # build_cli(args) is how Python code runs the CLI; Lightning warns when sys.argv is not empty too.
+    r"LightningCLI's args parameter is intended to run from within Python",
+)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Lightning's info messages (device lists, tips, seeds) off, the known third-party warnings filtered.
+
+    ``FLOWBRIDGE_VERBOSE=1`` keeps Lightning's messages.
+    """
+    verbose = os.environ.get("FLOWBRIDGE_VERBOSE", "") not in ("", "0")
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def interactive() -> bool:
+    """Whether progress goes to a terminal (else: one line every so often, for logs and CI)."""
+    return sys.stderr.isatty() and sys.stdout.isatty()
+
+
+# --------------------------------------------------------------------------------------------------
+# the Lightning CLI
+# --------------------------------------------------------------------------------------------------
 class FlowbridgeCLI(LightningCLI):
-    """LightningCLI over :class:`GenerativeModule` and any :class:`GenerativeDataModule`."""
+    """LightningCLI over flowbridge's modules and data modules.
+
+    Adds ``--threads`` and, around the Trainer: a CSV logger by default (``metrics.csv``), a
+    line-per-interval progress printer when the output is not a terminal, :class:`SaveOnInterrupt`,
+    CPU thread selection, checkpoints in ``<default_root_dir>/checkpoints``, a refused
+    ``--ckpt_path`` when it names nothing, and a summary of where the outputs went.
+    """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # No `test`: flowbridge's modules are scored by `validate`.
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "test"}
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--threads", type=int | None, default=None,
+            help="CPU threads for this run (default: chosen from the model's work per step; OMP_NUM_THREADS wins)",
+        )
+
+    def section(self, name: str) -> Any:
+        """The instantiated config section ``name`` of this run (``trainer``, ``threads``, ...)."""
+        config = self.config_init.get(self.subcommand) if self.subcommand else self.config_init
+        return config.get(name) if config is not None else None
 
     def instantiate_classes(self) -> None:
         try:
@@ -100,11 +193,131 @@ class FlowbridgeCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.realpath(os.path.join(self.trainer.default_root_dir, "checkpoints"))
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer_cfg = self.section("trainer") or {}
+        if trainer_cfg.get("logger") in (None, True) and "logger" not in kwargs:
+            from lightning.pytorch.loggers import CSVLogger
 
+            root = trainer_cfg.get("default_root_dir") or os.getcwd()
+            kwargs["logger"] = CSVLogger(save_dir=root)
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        extra: list[Any] = [IntraOpThreads(self.section("threads"), verbose=self.subcommand is not None)]
+        if self.subcommand in (None, "fit"):
+            extra.append(SaveOnInterrupt())
+        if trainer_cfg.get("enable_progress_bar") is not False and not interactive():
+            if not any(isinstance(cb, (TQDMProgressBar, LogProgress)) or type(cb).__name__.endswith("ProgressBar") for cb in callbacks):
+                extra.append(LogProgress())
+        if self.subcommand in ("validate", "predict"):
+            # Outside fitting an EMA callback has nothing to average (the checkpoint's weights are
+            # the average already); Lightning's would warn about it.
+            from lightning.pytorch.callbacks import WeightAveraging
+
+            callbacks = [cb for cb in callbacks if not isinstance(cb, WeightAveraging)]
+        # Checkpoint callbacks stay last (Lightning reorders them after the others anyway).
+        first_checkpoint = next((i for i, cb in enumerate(callbacks) if isinstance(cb, Checkpoint)), len(callbacks))
+        kwargs["callbacks"] = callbacks[:first_checkpoint] + extra + callbacks[first_checkpoint:]
+        return super().instantiate_trainer(**kwargs)
+
+    # -- before / after the subcommands --------------------------------------------------------------
+    def check_ckpt_path(self) -> None:
+        """Refuses a ``--ckpt_path`` that names nothing (Lightning would warn and start from scratch)."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if ckpt_path is None or ckpt_path in ("best", "hpc"):
+            return
+        if ckpt_path == "last":
+            folders = [str(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+            found = [f for d in folders if os.path.isdir(d) for f in os.listdir(d) if re.match(r"^last(-v?\d+)?\.ckpt$", f)]
+            if not found:
+                where = ", ".join(folders) or "(checkpointing is disabled)"
+                raise ConfigError(f"--ckpt_path last: no last.ckpt in {where}; train without --ckpt_path first, "
+                                  "or give the checkpoint's path")
+            return
+        if not os.path.isfile(ckpt_path):
+            raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint")
+
+    def outputs(self) -> dict[str, str]:
+        """Where this run writes: checkpoints, metrics, plots."""
+        out: dict[str, str] = {}
+        trainer = self.trainer
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+                out["checkpoints"] = str(cb.dirpath)
+                break
+        if trainer.loggers:
+            log_dir = trainer.log_dir or trainer.default_root_dir
+            out["logs"] = str(log_dir)
+        return out
+
+    def announce(self, verb: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        model, data = type(self.model).__name__, getattr(self.datamodule, "name", type(self.datamodule).__name__)
+        params = sum(p.numel() for p in self.model.parameters())
+        steps = self.trainer.max_steps
+        length = f"{steps} steps" if steps and steps > 0 else f"{self.trainer.max_epochs} epochs"
+        device = self.trainer.strategy.root_device
+        precision = self.trainer.precision
+        print(f"flowbridge {verb}: {model} ({params / 1e6:.2g}M parameters) on {data}"
+              + (f", {length}" if verb == "fit" else "") + f", {device}, precision {precision}", flush=True)
+        where = self.outputs()
+        if where:
+            print("outputs: " + "; ".join(f"{k} in {v}" for k, v in where.items()), flush=True)
+
+    def before_fit(self) -> None:
+        self.check_ckpt_path()
+        self.announce("fit")
+        self.started = time.monotonic()
+
+    def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        from flowbridge.training.callbacks import SamplePlot
+        from flowbridge.training.interrupt import last_checkpoint_path
+
+        lines = [f"done: {self.trainer.global_step} steps in {format_seconds(time.monotonic() - self.started)}"]
+        last = last_checkpoint_path(self.trainer)
+        if last and os.path.isfile(last):
+            lines.append(f"checkpoint: {last}")
+        for logger in self.trainer.loggers:
+            metrics = Path(logger.log_dir or "") / "metrics.csv" if hasattr(logger, "log_dir") else None
+            if metrics is not None and metrics.is_file():
+                lines.append(f"metrics: {metrics}")
+        plots = [str(p) for cb in self.trainer.callbacks if isinstance(cb, SamplePlot) for p in (cb.final_path, cb.curves_path) if p]
+        if plots:
+            lines.append("plots: " + ", ".join(plots))
+        if last and os.path.isfile(last):
+            lines.append(f"sample it: flowbridge sample --ckpt {last} --plot samples.png")
+        print("\n".join(lines), flush=True)
+
+    def before_validate(self) -> None:
+        self.check_ckpt_path()
+        self.announce("validate")
+
+    def before_predict(self) -> None:
+        self.check_ckpt_path()
+        self.announce("predict")
+
+    def predict(self, **kwargs: Any) -> Any:
+        """Runs ``Trainer.predict`` and saves the samples to ``<default_root_dir>/predictions[_rankR].pt``."""
+        predictions = self.trainer.predict(**kwargs)
+        if predictions:
+            x = torch.cat([p.detach().cpu() for p in predictions])
+            rank = self.trainer.global_rank
+            name = "predictions.pt" if self.trainer.world_size == 1 else f"predictions_rank{rank}.pt"
+            path = Path(self.trainer.default_root_dir) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"x": x}, path)
+            print(f"saved {x.shape[0]} samples to {path}", flush=True)
+        return predictions
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration files
+# --------------------------------------------------------------------------------------------------
 def _config_files(args: Sequence[str]) -> list[Path]:
     files, it = [], iter(args)
     for a in it:
-        if a == "--config":
+        if a in ("--config", "-c"):
             files.append(Path(next(it, "")))
         elif a.startswith("--config="):
             files.append(Path(a.split("=", 1)[1]))
@@ -112,8 +325,8 @@ def _config_files(args: Sequence[str]) -> list[Path]:
 
 
 def check_config_files(args: Sequence[str]) -> None:
-    """Raises one :class:`ConfigError` naming the file for a ``--config`` that is unreadable, not YAML,
-    empty, or not a mapping of sections (``model:``, ``data:``, ``trainer:``).
+    """Raises one :class:`ConfigError` naming the file for a ``--config`` that is missing, unreadable,
+    not YAML, empty, or not a mapping of sections (``model:``, ``data:``, ``trainer:``).
 
     jsonargparse reports these without the file name ("Unexpected config", a line number in
     "<unicode string>") or with a stack trace (bytes that are not UTF-8).
@@ -122,7 +335,7 @@ def check_config_files(args: Sequence[str]) -> None:
 
     for path in _config_files(args):
         if not path.is_file():
-            continue  # jsonargparse names a missing file itself
+            raise ConfigError(f"--config {path}: no such file")
         try:
             config = yaml.safe_load(path.read_text())
         except UnicodeDecodeError:
@@ -153,79 +366,185 @@ def names_module_class(args: Sequence[str]) -> bool:
             try:
                 config = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError:
-                continue  # jsonargparse reports the malformed file with its own message
+                continue  # reported by check_config_files
             model = config.get("model") if isinstance(config, dict) else None
             if isinstance(model, dict) and "class_path" in model:
                 return True
-    return False
+    return any(a.startswith("--model.class_path") or a == "--model" for a in args)
 
 
 def build_cli(args: Sequence[str], *, run: bool = True) -> FlowbridgeCLI:
     """Builds (and with ``run`` executes) the LightningCLI for ``args`` (raises instead of exiting)."""
     from lightning.pytorch import LightningDataModule, LightningModule
 
-    # LightningCLI warns when given args that merely repeat the command line.
-    given = None if list(args) == sys.argv[1:] else list(args)
+    # The modules a recipe may name by class_path are importable without it naming their package.
+    import flowbridge.bfn.module  # noqa: F401
+    import flowbridge.bridges.lightning  # noqa: F401
+
     any_module = names_module_class(args)
-    return FlowbridgeCLI(
-        LightningModule if any_module else GenerativeModule,
-        LightningDataModule if any_module else GenerativeDataModule,
-        subclass_mode_model=any_module,
-        subclass_mode_data=True,
-        args=given,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False} if not run else _subcommand_parser_kwargs(),
-        auto_configure_optimizers=False,
-    )
+    with quiet():
+        return FlowbridgeCLI(
+            LightningModule if any_module else GenerativeModule,
+            LightningDataModule if any_module else GenerativeDataModule,
+            subclass_mode_model=any_module,
+            subclass_mode_data=True,
+            args=list(args),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False} if not run else _subcommand_parser_kwargs(),
+            auto_configure_optimizers=False,
+        )
 
 
 def _subcommand_parser_kwargs() -> dict[str, Any]:
     kw = {"exit_on_error": False}
-    return {name: dict(kw) for name in ("fit", "validate", "test", "predict")} | kw
+    return {name: dict(kw) for name in FlowbridgeCLI.subcommands()} | kw
 
 
-def load_module(ckpt: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModule:
-    """Loads a trained :class:`GenerativeModule` (its EMA weights, where EMA was used) from a checkpoint."""
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"--ckpt {path}: no such checkpoint")
+def load_module(ckpt: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Loads any module ``flowbridge fit`` trained (its EMA weights, where EMA was used): :func:`flowbridge.load`."""
     try:
-        return GenerativeModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt or another kind of file: one line naming it
-        raise ConfigError(f"--ckpt {path}: not a readable flowbridge checkpoint ({type(exc).__name__}: {_first_line(exc)})") from exc
+        return load(ckpt, map_location)
+    except CheckpointError as exc:
+        raise ConfigError(f"--ckpt {exc}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
+# --------------------------------------------------------------------------------------------------
+# help
+# --------------------------------------------------------------------------------------------------
+def top_help() -> str:
+    from flowbridge import __version__
+
+    width = max(len(c) for c in COMMANDS)
+    lines = [
+        "usage: flowbridge [--version] [--help] COMMAND [options]",
+        "",
+        f"flowbridge {__version__}: train diffusion, flow-matching, interpolant, Schrödinger-bridge and BFN models",
+        "from YAML recipes (models/*.yaml) and sample them with any solver (presets in samplers/*.yaml).",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "Run `flowbridge COMMAND --help` for a command's options, e.g. `flowbridge fit --help`.",
+    ]
+    return "\n".join(lines)
 
 
-def load_datamodule(ckpt: str | Path) -> GenerativeDataModule | None:
-    """Rebuilds the checkpoint's data module (for data-to-data sampling), or None if not stored.
+def _plain_text(text: str) -> str:
+    """Docstring markup (``code``, :math:`x`, :class:`~a.B`) as plain text."""
+    text = re.sub(r":\w+:`~?([^`]*)`", lambda m: m.group(1).rsplit(".", 1)[-1] if "." in m.group(1) and " " not in m.group(1) else m.group(1), text)
+    return text.replace("``", "").replace("\\", "\\")
 
-    Only subclasses of :class:`GenerativeDataModule` that are already imported are accepted, so a
-    checkpoint cannot make this import or run arbitrary code.
-    """
-    from flowbridge import training
 
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"--ckpt {ckpt}: not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})") from exc
-    if not isinstance(checkpoint, dict):
-        raise ConfigError(f"--ckpt {ckpt}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")
-    hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-    class_path = hparams.get("_class_path", "")
-    cls = getattr(training, class_path.rsplit(".", 1)[-1], None) if class_path.startswith("flowbridge.training.") else None
-    if not (isinstance(cls, type) and issubclass(cls, GenerativeDataModule)):
+def _doc_args(cls: type) -> list[tuple[str, str]]:
+    """(name, description) from a Google-style ``Args:`` section (continuation lines joined)."""
+    doc = inspect_doc(cls).splitlines()
+    out: list[tuple[str, str]] = []
+    inside, indent = False, None
+    for line in doc:
+        stripped = line.strip()
+        if stripped == "Args:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        if not stripped:
+            if out:
+                break
+            continue
+        depth = len(line) - len(line.lstrip())
+        m = re.match(r"^([A-Za-z_][\w, ]*):\s*(.*)$", stripped)
+        if m and (indent is None or depth <= indent):
+            indent = depth
+            out.append((m.group(1), m.group(2)))
+        elif out and indent is not None and depth > indent:
+            out[-1] = (out[-1][0], f"{out[-1][1]} {stripped}")
+        else:
+            break
+    return [(name, _plain_text(text)) for name, text in out]
+
+
+def inspect_doc(cls: type) -> str:
+    import inspect
+
+    return inspect.getdoc(cls) or ""
+
+
+def command_help(command: str, topic: str | None = None, model_class: str | None = None) -> str | None:
+    """The short help of ``fit``/``validate``/``predict`` (``topic``: ``model`` or ``trainer``); None for
+    ``--help all`` (Lightning's full reference)."""
+    if topic == "all":
         return None
-    kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    return cls(**kwargs)
+    if topic == "trainer":
+        from jsonargparse import ArgumentParser
+        from lightning.pytorch import Trainer
+
+        parser = ArgumentParser(prog=f"flowbridge {command}", description="Every Lightning Trainer flag, as --trainer.FLAG VALUE.")
+        parser.add_class_arguments(Trainer, "trainer", skip={"callbacks", "plugins", "logger"})
+        return parser.format_help()
+    if topic in ("model", "data"):
+        import flowbridge.bfn.module as bfn_module
+        import flowbridge.bridges.lightning as bridges
+        from flowbridge import training
+
+        classes: dict[str, type] = {
+            "GenerativeModule": GenerativeModule, "BFNModule": bfn_module.BFNModule,
+            "LightSBModule": bridges.LightSBModule, "DSBMModule": bridges.DSBMModule,
+        } if topic == "model" else {
+            name: getattr(training, name) for name in ("Toy2D", "Mixture", "Digits", "TensorFile", "ImageFolder", "PairedToy")
+        } | {"GaussianPairData": bridges.GaussianPairData}
+        chosen = [model_class] if model_class else list(classes)
+        unknown = [c for c in chosen if c not in classes]
+        if unknown:
+            raise ConfigError(f"--help {topic}: unknown class {unknown[0]!r}; known: {', '.join(classes)}")
+        lines = []
+        for name in chosen:
+            cls = classes[name]
+            summary = _plain_text(inspect_doc(cls).splitlines()[0])
+            lines += [f"{cls.__module__}.{name}: {summary}"]
+            args = _doc_args(cls)
+            width = max((len(a) for a, _ in args), default=0)
+            lines += [f"  --{topic}.{a:<{width}}  {d}" for a, d in args] + [""]
+        prefix = "GenerativeModule's arguments go directly under model:; other modules are named by model.class_path."
+        return "\n".join(([prefix, ""] if topic == "model" else []) + lines).rstrip()
+    what = {"fit": "Train a model from a recipe.", "validate": "Score a checkpoint on the recipe's held-out data.",
+            "predict": "Draw the recipe's data.predict_samples samples from a checkpoint through the Trainer and save them."}[command]
+    lines = [
+        f"usage: flowbridge {command} --config RECIPE [--config PRESET ...] [--KEY VALUE ...]",
+        "",
+        what + " Repeated --config files are merged in order; any key can be overridden on the command line.",
+        "",
+        "options:",
+        "  --config FILE            a recipe (models/*.yaml) or a sampler preset (samplers/*.yaml); repeatable",
+        "  --ckpt_path PATH|last    " + ("resume from a checkpoint; `last`: the run's last.ckpt (also after Ctrl-C)"
+                                          if command == "fit" else "the checkpoint to use; `last`: the run's last.ckpt"),
+        "  --print_config           print the merged configuration and exit",
+        "  --seed_everything N      the global seed",
+        "  --threads N              CPU threads (default: chosen from the model's work per step)",
+        "  --model.KEY VALUE        an argument of the model, e.g. --model.optimizer.init_args.lr 0.001",
+        "  --data.KEY VALUE         an argument of the data, e.g. --data.batch_size 128",
+        "  --trainer.FLAG VALUE     a Lightning Trainer flag, e.g.",
+        "      --trainer.max_steps N                 training length (LR schedules and EMA follow it)",
+        "      --trainer.accelerator auto|cpu|gpu    --trainer.devices N    --trainer.strategy ddp",
+        "      --trainer.precision 32-true|bf16-mixed|16-mixed",
+        "      --trainer.default_root_dir DIR        where checkpoints, metrics.csv and plots go",
+        "      --trainer.log_every_n_steps N         --trainer.gradient_clip_val X",
+        "      --trainer.accumulate_grad_batches N   --trainer.profiler simple|advanced",
+        "",
+        "more:",
+        f"  flowbridge {command} --help model [CLASS]   the arguments of GenerativeModule, BFNModule, LightSBModule, DSBMModule",
+        f"  flowbridge {command} --help data [CLASS]    the arguments of the data modules",
+        f"  flowbridge {command} --help trainer         every Trainer flag",
+        f"  flowbridge {command} --help all             Lightning's full reference (long)",
+    ]
+    return "\n".join(lines)
 
 
-def read_sampler_preset(path: str | Path) -> SamplerConfig:
-    """Reads ``model.sampler`` from a ``samplers/*.yaml`` preset."""
+# --------------------------------------------------------------------------------------------------
+# flowbridge sample
+# --------------------------------------------------------------------------------------------------
+def read_sampler_preset(path: str | Path, base: SamplerConfig | None = None) -> SamplerConfig:
+    """Reads ``model.sampler`` from a ``samplers/*.yaml`` preset (applied on top of ``base``)."""
     import yaml
 
     p = Path(path)
@@ -243,6 +562,10 @@ def read_sampler_preset(path: str | Path) -> SamplerConfig:
     if unknown:
         raise ConfigError(f"{p}: model.sampler: unknown keys {sorted(unknown)}")
     try:
+        if base is not None:  # the preset's keys replace the module's (its options too, not merged)
+            import dataclasses
+
+            return dataclasses.replace(base, **section)
         return SamplerConfig(**section)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{p}: model.sampler: {exc}") from exc
@@ -250,74 +573,179 @@ def read_sampler_preset(path: str | Path) -> SamplerConfig:
 
 def sample_command(argv: Sequence[str]) -> int:
     """``flowbridge sample``: draws samples from a checkpoint and saves them (and a plot)."""
-    parser = argparse.ArgumentParser(prog="flowbridge sample", description="Sample a trained model.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `flowbridge fit`")
+    parser = argparse.ArgumentParser(prog="flowbridge sample", description="Draw samples from a checkpoint written by `flowbridge fit`.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by `flowbridge fit` (any model type)")
     parser.add_argument("--config", help="sampler preset (samplers/*.yaml)")
     parser.add_argument("--solver", help="solver name (overrides the preset)")
     parser.add_argument("--steps", type=int, help="number of steps (overrides the preset)")
-    parser.add_argument("--num", type=int, default=2000, help="number of samples")
-    parser.add_argument("--out", default="samples.pt", help="where to save the samples (.pt)")
-    parser.add_argument("--plot", help="optional PNG: a scatter plot (2-D) or an image grid")
+    parser.add_argument("--num", type=int, default=2000, help="number of samples (default 2000)")
+    parser.add_argument("--out", default="samples.pt", help="where to save the samples (.pt; default samples.pt)")
+    parser.add_argument("--plot", help="optional PNG: a scatter plot over held-out data (2-D) or an image grid")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance weight")
-    parser.add_argument("--label", type=int, help="one class for all samples (default: cycle through classes)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance weight (class-conditional models)")
+    parser.add_argument("--label", type=int, help="one class for all samples (default: cycle through the classes)")
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="averaged (default) or raw weights")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="CPU threads")
     args = parser.parse_args(list(argv))
     if args.num < 1:
         raise ConfigError(f"--num must be positive; got {args.num}")
-    module = load_module(args.ckpt, args.device).eval()
-    cfg = read_sampler_preset(args.config) if args.config else module.sampler_config
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be positive; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        cfg = SamplerConfig(
-            solver=args.solver or cfg.solver, steps=args.steps or cfg.steps, grid=cfg.grid, options=cfg.options,
-            guidance=cfg.guidance if args.guidance is None else args.guidance,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        module = load(args.ckpt, device, weights=args.weights)
+    except CheckpointError as exc:
+        raise ConfigError(f"--ckpt {exc}") from exc
+    cfg = module.sampler_config
+    if args.config:
+        cfg = read_sampler_preset(args.config, cfg)
     module.sampler_config = cfg
     labels = None
-    if module.null_label is not None:
-        labels = torch.full((args.num,), args.label) if args.label is not None else torch.arange(args.num) % module.null_label
+    if module.num_classes is not None:
+        if args.label is not None and not 0 <= args.label < module.num_classes:
+            raise ConfigError(f"--label must lie in [0, {module.num_classes}); got {args.label}")
+        labels = torch.full((args.num,), args.label) if args.label is not None else torch.arange(args.num) % module.num_classes
+    elif args.label is not None:
+        raise ConfigError(f"--label: {type(module).__name__} is unconditional")
+    dm = load_datamodule(args.ckpt)
     x0 = None
-    if module.hparams.get("denoiser") is not None or type(module.path).__name__ == "StochasticInterpolant":
-        dm = load_datamodule(args.ckpt)
+    if module.transports_data:
         if dm is None:
             raise ConfigError(f"{args.ckpt}: a data-to-data model needs its source data, but the checkpoint stores no data module")
         dm.setup("predict")
         src = dm.source_reference()
         x0 = src[torch.arange(args.num) % src.shape[0]]
-    g = torch.Generator(device=args.device).manual_seed(args.seed)
-    with torch.no_grad():
-        x = module.generate(args.num, generator=g, labels=labels, x0=x0, progress=True)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            x = module.generate(args.num, generator=g, labels=labels, x0=x0, solver=args.solver, steps=args.steps,
+                                guidance=args.guidance, progress=interactive())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    used = module.sampler_config.replace(solver=args.solver, steps=args.steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"x": x.cpu(), "y": None if labels is None else labels.cpu(), "solver": cfg.solver, "steps": cfg.steps}, out)
-    print(f"saved {args.num} samples ({cfg.solver}, {cfg.steps} steps) to {out}")
+    torch.save({"x": x.cpu(), "y": None if labels is None else labels.cpu(), "solver": used.solver, "steps": used.steps}, out)
+    steps = "" if used.solver == "plan" else f", {used.steps} steps"
+    print(f"saved {args.num} samples ({type(module).__name__}, {used.solver}{steps}, {time.perf_counter() - start:.1f} s) to {out}")
     if args.plot:
-        from flowbridge import viz
-
-        xs = x.cpu().float()
-        fig = viz.plot_samples(xs) if xs.ndim == 2 and xs.shape[1] == 2 else viz.image_grid(xs[:100], nrow=10)
-        print(f"saved plot to {viz.save_figure(fig, args.plot)}")
+        print(f"saved plot to {plot_samples_file(x, labels, module, dm, args.plot, used)}")
     return 0
+
+
+def plot_samples_file(x: torch.Tensor, labels: torch.Tensor | None, module: Any, dm: Any, path: str, cfg: SamplerConfig) -> Path:
+    """Saves a scatter plot (over held-out data, first two coordinates) or an image grid of ``x``."""
+    from flowbridge import viz
+
+    xs = x.detach().cpu().float()
+    title = f"{type(module).__name__}: {cfg.solver}" + ("" if cfg.solver == "plan" else f", {cfg.steps} steps")
+    if type(dm).__name__ == "CharText":  # character sequences: show them as text
+        from matplotlib.figure import Figure
+
+        from flowbridge.bfn.text import decode
+
+        lines = [repr(decode(row.round().long())) for row in xs[:20]]
+        fig = Figure(figsize=(0.11 * max(len(t) for t in lines) + 1, 0.25 * len(lines) + 0.6))
+        fig.text(0.02, 0.98, title + "\n\n" + "\n".join(lines), va="top", ha="left", family="monospace", fontsize=9)
+        return viz.save_figure(fig, path)
+    if xs.ndim == 2 and xs.shape[1] >= 2:
+        ref = None
+        if dm is not None:
+            dm.setup("predict")
+            ref = module.as_model_space(dm.reference()).cpu().float()[:, :2]
+        return viz.save_figure(viz.plot_samples(xs[:, :2], ref, title=title, labels=("samples", "held-out data")), path)
+    if xs.ndim == 4 and xs.shape[1] in (1, 3):
+        classes = module.num_classes
+        if classes is not None and labels is not None and bool((labels == labels[0]).all()) is False:
+            n = min(xs.shape[0], classes * max(1, 100 // classes))
+            names = list(getattr(dm, "class_names", None) or []) if dm is not None else []
+            columns = [str(n_) for n_ in names] if len(names) == classes else [str(k) for k in range(classes)]
+            return viz.save_figure(viz.image_grid(xs[:n], nrow=classes, title=title, column_labels=columns), path)
+        return viz.save_figure(viz.image_grid(xs[:100], nrow=10, title=title), path)
+    raise ConfigError(f"--plot: samples of shape {tuple(xs.shape[1:])} are neither points nor images")
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+def _version() -> str:
+    import lightning
+
+    from flowbridge import __version__
+
+    return f"flowbridge {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
+
+
+def _help_request(args: list[str]) -> tuple[str | None, str | None] | None:
+    """(topic, class) when ``args`` ask a fit/validate/predict command for help, else None."""
+    for flag in ("--help", "-h"):
+        if flag in args:
+            i = args.index(flag)
+            rest = [a for a in args[i + 1 :] if not a.startswith("-")]
+            return (rest[0] if rest else None), (rest[1] if len(rest) > 1 else None)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flowbridge`` and ``python -m flowbridge``; returns the exit status."""
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from flowbridge.samplers import SamplingError
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] == "sample":
+        if not args or args[0] in ("-h", "--help", "help"):
+            print(top_help())
+            return 0
+        if args[0] in ("--version", "-V", "version"):
+            print(_version())
+            return 0
+        command = args[0]
+        if command == "sample":
             return sample_command(args[1:])
+        if command not in COMMANDS and not command.startswith("-"):
+            raise ConfigError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (flowbridge --help)")
+        if command in COMMANDS:
+            request = _help_request(args[1:])
+            if request is not None:
+                text = command_help(command, *request)
+                if text is not None:
+                    print(text)
+                    return 0
+                args = [command, "--help"]  # Lightning's full reference
         check_config_files(args)
         build_cli(args)
+    except BrokenPipeError:  # `flowbridge fit --help | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the closed pipe must not fail again at exit
+        return 0
+    except SystemExit as exc:  # --help all, --print_config
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
     except ArgumentError as exc:
         print(f"flowbridge: error: {condense_error(str(exc))}", file=sys.stderr)
         return 2
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"flowbridge: error: {exc}", file=sys.stderr)
         return 2
+    except MisconfigurationException as exc:
+        print(f"flowbridge: error: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except SamplingError as exc:
+        print(f"flowbridge: error: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"flowbridge: {exc}" + ("; resume with --ckpt_path last" if exc.checkpoint else ""), file=sys.stderr)
+        return exc.exit_code
+    except torch.OutOfMemoryError as exc:
+        print(f"flowbridge: error: out of memory ({_first_line(exc)}); lower data.batch_size", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flowbridge: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -13,13 +13,14 @@ independent sets of true samples of the same size).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from flowbridge.cli import build_cli
+from flowbridge.cli import build_cli, interactive
 from flowbridge.metrics import noise_floor, sliced_wasserstein
 from flowbridge.metrics.quality import compare_to_truth
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "run", ignore_errors=True)  # the demo's own previous run: start afresh
 
     cli_args = ["fit", "--config", str(find_recipe(args.recipe)), "--trainer.default_root_dir", str(out / "run")]
     if args.max_steps is not None:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     with torch.no_grad():
-        x = module.generate(args.num, generator=g, solver="heun", steps=20, progress=True).cpu().float()
+        x = module.generate(args.num, generator=g, solver="heun", steps=20, progress=interactive()).cpu().float()
     sample_s = time.perf_counter() - start
 
     from flowbridge import viz

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[Any]
 
-__all__ = ["image_grid", "plot_samples", "plot_trajectories", "save_figure"]
+__all__ = ["image_grid", "plot_curves", "plot_samples", "plot_trajectories", "save_figure"]
 
 
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
@@ -75,8 +75,9 @@ def plot_samples(
     s: float = 2.0,
     alpha: float = 0.5,
     lim: float | tuple[float, float] | None = None,
+    labels: tuple[str, str] = ("samples", "reference"),
 ) -> Figure:
-    """Scatter plot of 2-D samples, optionally over reference samples drawn in grey.
+    """Scatter plot of 2-D samples, optionally over reference samples drawn in grey, with a legend.
 
     Args:
         x: samples of shape (N, 2).
@@ -87,6 +88,8 @@ def plot_samples(
         alpha: marker opacity.
         lim: axis limits for both axes: ``a`` for ``[-a, a]`` or a ``(lo, hi)`` pair; matplotlib's
             automatic limits when None.
+        labels: legend entries of the samples and of the reference (the legend is drawn when a
+            reference is given).
 
     Returns:
         The figure holding the plot (``ax``'s figure when ``ax`` is given).
@@ -106,12 +109,14 @@ def plot_samples(
 
     fig, ax = _figure_and_axes(ax, (4.0, 4.0))
     if ref is not None:
-        ax.scatter(ref[:, 0], ref[:, 1], s=s, alpha=alpha, color="0.7", linewidths=0, label="reference", zorder=1)
-    ax.scatter(points[:, 0], points[:, 1], s=s, alpha=alpha, color="C0", linewidths=0, label="samples", zorder=2)
+        ax.scatter(ref[:, 0], ref[:, 1], s=s, alpha=alpha, color="0.7", linewidths=0, label=labels[1], zorder=1)
+    ax.scatter(points[:, 0], points[:, 1], s=s, alpha=alpha, color="C0", linewidths=0, label=labels[0], zorder=2)
     if limits is not None:
         ax.set_xlim(*limits)
         ax.set_ylim(*limits)
     ax.set_aspect("equal", adjustable="box")
+    if ref is not None:
+        ax.legend(loc="upper right", fontsize="small", markerscale=4.0)
     if title is not None:
         ax.set_title(title)
     return fig
@@ -167,6 +172,7 @@ def image_grid(
     nrow: int | None = None,
     title: str | None = None,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    column_labels: Sequence[str] | None = None,
 ) -> Figure:
     """Tiles a batch of images into one grid.
 
@@ -176,6 +182,7 @@ def image_grid(
             ``sqrt(N)`` when None.
         title: figure title.
         value_range: pixel values mapped to black and white; values outside are clamped.
+        column_labels: a caption above each column (e.g. the class drawn in it).
 
     Returns:
         The figure holding the grid.
@@ -198,6 +205,8 @@ def image_grid(
     if nrow < 1:
         raise ValueError(f"nrow must be at least 1; got {nrow}")
     ncol_imgs = min(nrow, num)
+    if column_labels is not None and len(column_labels) != ncol_imgs:
+        raise ValueError(f"column_labels must hold one caption per column ({ncol_imgs}); got {len(column_labels)}")
     nrows = math.ceil(num / ncol_imgs)
 
     scaled = (np.clip(np.nan_to_num(imgs, nan=lo), lo, hi) - lo) / (hi - lo)
@@ -217,6 +226,52 @@ def image_grid(
     else:
         ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
+    if column_labels is not None:
+        for c, text in enumerate(column_labels):
+            ax.text(pad + c * (width + pad) + (width - 1) / 2, -0.5, str(text), ha="center", va="bottom", fontsize="small")
+    if title is not None:
+        ax.set_title(title, pad=14 if column_labels is not None else 6)
+    return fig
+
+
+def plot_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str | None = None,
+    xlabel: str = "step",
+    log_y: bool = True,
+    ax: Axes | None = None,
+) -> Figure:
+    """Training curves: one line per named series of ``(steps, values)``, with a legend.
+
+    Args:
+        curves: name -> (steps, values), e.g. ``{"train/loss": (steps, losses)}``.
+        title: axes title.
+        xlabel: label of the x axis.
+        log_y: logarithmic y axis where the values are positive and span at least a decade.
+        ax: axes to draw into; a new figure is made when None.
+
+    Raises:
+        ValueError: for an empty ``curves`` or a series whose steps and values differ in length.
+    """
+    if not curves:
+        raise ValueError("curves must name at least one series")
+    fig, ax = _figure_and_axes(ax, (5.0, 3.5))
+    lows, highs = [], []
+    for name, (steps, values) in curves.items():
+        xs, ys = _to_numpy(steps, f"{name} steps"), _to_numpy(values, f"{name} values")
+        if xs.shape != ys.shape or xs.ndim != 1:
+            raise ValueError(f"{name}: steps and values must be 1-D of equal length; got {xs.shape} and {ys.shape}")
+        if ys.size:
+            lows.append(float(np.nanmin(ys)))
+            highs.append(float(np.nanmax(ys)))
+        ax.plot(xs, ys, label=name, marker="o" if len(xs) < 20 else None, markersize=3)
+    # A log axis where the values span a decade or more (and are all positive).
+    if log_y and lows and min(lows) > 0 and max(highs) / min(lows) >= 10:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     if title is not None:
         ax.set_title(title)
     return fig

@@ -25,7 +25,7 @@ def test_lightsb_recipe(tmp_path: Path) -> None:
     fresh.model.init_from_target(data.splits.train, generator=torch.Generator().manual_seed(0))
     x0, x1 = data.splits.val_source[:2000], data.splits.val[:2000]
     assert float(module.model.loss(x0, x1).detach()) < float(fresh.model.loss(x0, x1).detach())
-    y = module.generate(x0[:5], generator=torch.Generator().manual_seed(0))
+    y = module.generate(5, x0=x0[:5], generator=torch.Generator().manual_seed(0))
     assert y.shape == (5, 2) and torch.isfinite(y).all()
 
 
@@ -38,7 +38,7 @@ def test_dsbm_recipe(tmp_path: Path) -> None:
     assert isinstance(module, DSBMModule)
     # steps 0-1 forward (independent pairs), 2-3 backward, 4-5 forward again
     assert module.dsbm.last_trained == "forward" and cli.trainer.global_step == 6
-    assert module.generate(torch.randn(4, 5)).shape == (4, 5)
+    assert module.generate(4, x0=torch.randn(4, 5)).shape == (4, 5)
 
 
 def test_sbcfm_recipe(tmp_path: Path) -> None:

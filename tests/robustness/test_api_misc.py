@@ -392,6 +392,96 @@ def _tmp_png() -> str:
     return f"{tempfile.mkdtemp(prefix='fb_sweep_')}/fig.png"
 
 
+# --- training: schedules, EMA, image folders, checkpoints; digits metrics -----------------------
+
+def _cosine_lr(**kw):
+    from flowbridge.training import CosineLR
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineLR(opt, **kw)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    return torch.tensor(sched.get_last_lr())
+
+
+def _ema(**kw):
+    from flowbridge.training import EMA
+
+    return torch.tensor([EMA(**kw).decay(k) for k in (1, 2, 10)])
+
+
+def _image_folder_path() -> str:
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    d = tempfile.mkdtemp(prefix="fb_sweep_")
+    for i in range(6):
+        Image.fromarray(np.full((4, 4), 40 * i, dtype=np.uint8), mode="L").save(f"{d}/{i}.png")
+    return d
+
+
+def _image_folder(**kw):
+    from flowbridge.training import ImageFolder
+
+    dm = ImageFolder(**kw)
+    dm.setup("fit")
+    return dm.splits.train
+
+
+_CHECKPOINT: list[str] = []
+
+
+def _checkpoint_path() -> str:
+    """A checkpoint of a 2-step flowbridge fit (made once per process)."""
+    if not _CHECKPOINT:
+        import tempfile
+
+        from flowbridge.cli import main
+        from tests.training.recipes import tiny_recipe
+
+        d = __import__("pathlib").Path(tempfile.mkdtemp(prefix="fb_sweep_"))
+        assert main(["fit", "--config", str(tiny_recipe(d, max_steps=2)), "--threads=1"]) == 0
+        _CHECKPOINT.append(str(d / "run" / "checkpoints" / "last.ckpt"))
+    return _CHECKPOINT[0]
+
+
+def _load(**kw):
+    import flowbridge
+
+    return flowbridge.load(kw["ckpt"], weights=kw["weights"]).generate(3, generator=_g(), steps=2)
+
+
+def _digits_images(**kw):
+    from flowbridge.metrics import digits_features
+
+    return digits_features(kw["x"])
+
+
+def _digits_fd(**kw):
+    from flowbridge.metrics import digits_frechet_distance
+
+    return digits_frechet_distance(kw["x"], kw.get("reference"))
+
+
+def _digits_floor(**kw):
+    from flowbridge.metrics.digits import digits_frechet_floor
+
+    return torch.tensor(digits_frechet_floor(kw["n"], repeats=2))
+
+
+def _frechet(**kw):
+    from flowbridge.metrics import frechet_distance
+
+    return frechet_distance(kw["a"], kw["b"])
+
+
+def _digit_batch() -> torch.Tensor:
+    return torch.rand(6, 1, 8, 8, generator=_g()) * 2 - 1
+
+
 ENTRIES = (
     # analytic
     case("flowbridge.GaussianMixture", _mixture, _mix_defaults, {
@@ -476,6 +566,29 @@ ENTRIES = (
          names={"event_shape": ("shape", "features"), "value": ("shape", "finite", "x")}),
     case("flowbridge.training.Digits", _datamodule("Digits"), lambda: {"batch_size": 16, "val_size": 50},
          {"batch_size": [0, -1], "val_size": [10**6]}),
+    # training schedules, EMA, image folders, checkpoints
+    case("flowbridge.training.CosineLR", _cosine_lr, lambda: {"eta_min": 0.0, "warmup_steps": 1, "total_steps": 10},
+         {"eta_min": [-1.0, NAN, "a"], "warmup_steps": [-1, 2.5], "total_steps": [-3, 1]}, names={"total_steps": ("room",)}),
+    case("flowbridge.training.EMA", _ema, lambda: {"sigma_rel": 0.1}, {"sigma_rel": [0.0, -0.1, 0.5, NAN, "a"],
+         "update_every_n_steps": [0, -1, 1.5]}),
+    case("flowbridge.training.ImageFolder", _image_folder, lambda: {"root": _image_folder_path(), "channels": 1},
+         {"root": ["/nonexistent/images"], "channels": [2, 0], "image_size": [0, -4], "val_fraction": [1.5, NAN]},
+         names={"root": ("no such folder",)}),
+    case("flowbridge.load", _load, lambda: {"ckpt": _checkpoint_path(), "weights": "ema"},
+         {"ckpt": ["/nonexistent/last.ckpt", lazy(_tensor_file_path)], "weights": ["best", None]},
+         names={"ckpt": ("no such checkpoint", "not a Lightning checkpoint")}),
+    # digits metrics
+    case("flowbridge.metrics.digits_features", _digits_images, lambda: {"x": _digit_batch()},
+         {"x": [None, lazy(lambda: torch.zeros(4, 3, 8, 8)), lazy(lambda: torch.zeros(4, 64, dtype=torch.long))]},
+         names={"x": ("8x8", "floating")}),
+    case("flowbridge.metrics.digits_frechet_distance", _digits_fd, lambda: {"x": _digit_batch()},
+         {"x": [lazy(lambda: torch.zeros(1, 1, 8, 8)), lazy(lambda: torch.zeros(4, 5))]}, names={"x": ("8x8",)}),
+    case("flowbridge.metrics.digits.digits_frechet_floor", _digits_floor, lambda: {"n": 50}, {"n": [1, 10**5, 2.5]}),
+    case("flowbridge.metrics.frechet_distance", _frechet,
+         lambda: {"a": torch.randn(20, 3, generator=_g()), "b": torch.randn(30, 3, generator=_g())},
+         {"a": [None, lazy(lambda: torch.zeros(1, 3)), lazy(lambda: torch.zeros(5, 2))]}, names={"a": ("features_a", "dimensions")}),
+    case("flowbridge.viz.plot_curves", _viz("plot_curves"), lambda: {"x": {"loss": ([1, 2], [1.0, 0.5])}},
+         {"x": [{}, {"loss": ([1, 2], [1.0])}]}, names={"x": ("curves", "series", "equal length")}),
     # viz
     case("flowbridge.viz.plot_samples", _viz("plot_samples"), lambda: {"x": torch.randn(8, 2)}, {"x": [None, lazy(lambda: torch.randn(8, 3))]},
          names={"x": ("shape", "2")}),

@@ -67,7 +67,8 @@ DATA: dict[str, str] = {
         "flowbridge.Field", "flowbridge.bridges.BridgeField", "flowbridge.couplings.Coupling", "flowbridge.objectives.Objective",
         "flowbridge.paths.Schedule", "flowbridge.samplers.Solver", "flowbridge.samplers.multistep.GaussianMultistep",
         "flowbridge.samplers.ode.RungeKutta", "flowbridge.samplers.ode.TorchdiffeqSolver", "flowbridge.smc.ResamplePolicy",
-        "flowbridge.smc.SMCTarget", "flowbridge.training.TimeSampler", "flowbridge.inverse.Operator",
+        "flowbridge.smc.SMCTarget", "flowbridge.training.TimeSampler", "flowbridge.training.FlowbridgeModule",
+        "flowbridge.inverse.Operator",
         "flowbridge.inverse.LinearOperator", "flowbridge.inverse.NoiseModel", "flowbridge.inverse.PosteriorSampler",
     )},
     # registration decorators

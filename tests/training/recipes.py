@@ -25,6 +25,7 @@ def tiny_recipe(
             "accelerator": "cpu",
             "devices": 1,
             "logger": False,
+            "log_every_n_steps": 1,
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "limit_val_batches": 0,
@@ -48,7 +49,6 @@ def tiny_recipe(
             "objective": {"class_path": "flowbridge.objectives.FlowMatching"},
             "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}},
             "seed": 3,
-            "log_every_n_steps": 1,
             **(model or {}),
         },
         "data": data

@@ -31,7 +31,6 @@ def _train_and_score(tmp_path: Path, steps: int, hidden: int) -> tuple[float, fl
         "net": {"class_path": "flowbridge.nets.MLP", "init_args": {"dim": 2, "hidden": hidden, "depth": 3}},
         "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
         "sampler": {"solver": "dopri5", "steps": 2, "options": {"rtol": 1e-5, "atol": 1e-5}},
-        "log_every_n_steps": 100,
     }
     recipe = tiny_recipe(tmp_path, max_steps=steps, data=data, model=model)
     cfg = recipe.read_text().replace("every_n_train_steps: 1", "every_n_train_steps: 100000").replace("decay: 0.9", "decay: 0.995")

@@ -7,16 +7,16 @@ variants need this module, because their network sees the input distribution's p
 
 One training step: ``x ~ data`` (transformed: ``quantize`` to the bins, ``binarize``, or ``classes``),
 ``t ~ U[0, 1)``, loss = :math:`L^\\infty` or :math:`L^n` in nats per dimension. Validation logs the
-likelihood bound on held-out data (``val/nats`` per datum, ``val/bits_per_dim``). All randomness of
-step ``k`` comes from a generator seeded with ``(seed, stream, rank, k, batch_idx)``.
+likelihood bound on held-out data (``val/nats`` per datum, ``val/bits_per_dim``). Random streams,
+optimisation, checkpoints and :meth:`~flowbridge.training.base.FlowbridgeModule.generate` come from
+:class:`~flowbridge.training.base.FlowbridgeModule`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -27,34 +27,36 @@ from flowbridge.bfn.discretized import DiscretizedBFN
 from flowbridge.bfn.likelihood import nll_bound
 from flowbridge.bfn.objective import BFNLoss
 from flowbridge.random import rand
-from flowbridge.samplers import SOLVERS
-from flowbridge.samplers.grids import GRIDS
-from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
+from flowbridge.training.base import VAL, FlowbridgeModule, SamplerConfig
+from flowbridge.training.data import DataError
+from flowbridge.training.streams import DataBatch
 
 TRANSFORMS: tuple[str, ...] = ("none", "quantize", "binarize", "classes")
-_TRAIN, _VAL, _PREDICT = 0, 1, 2
+
 
 
 @dataclass
-class BFNSamplerConfig:
-    """How a BFN is sampled: ``method="original"`` (the paper's n-step sampler) or any registered
-    Gaussian-path solver name (``dpmpp_2m``, ``ddim``, ...), ``steps``, ``grid`` and solver options."""
+class BFNSamplerConfig(SamplerConfig):
+    """How a BFN is sampled: ``solver="original"`` (the paper's n-step sampler) or any registered
+    Gaussian-path solver (``dpmpp_2m``, ``ddim``, ...) on the Bayesian flow, ``steps``, ``grid`` and
+    solver options. ``method`` is the former name of ``solver`` (it wins when given)."""
 
-    method: str = "dpmpp_2m"
+    solver: str = "dpmpp_2m"
     steps: int = 20
     grid: str = "logsnr"
-    options: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+
+    extra_solvers: ClassVar[tuple[str, ...]] = ("original",)
 
     def __post_init__(self) -> None:
-        if self.method != "original" and self.method not in SOLVERS:
-            raise ValueError(f"unknown BFN sampling method {self.method!r}; use 'original' or one of: {', '.join(sorted(SOLVERS))}")
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
+        if self.method is not None:
+            self.solver, self.method = self.method, None
+        super().__post_init__()
+        if self.guidance != 1.0:
+            raise ValueError("sampler.guidance: BFN recipes are unconditional; guidance must be 1")
 
 
-class BFNModule(pl.LightningModule):
+class BFNModule(FlowbridgeModule):
     """Trains a BFN network with :math:`L^\\infty` or :math:`L^n`; samples with the original or a fast sampler.
 
     Args:
@@ -67,8 +69,9 @@ class BFNModule(pl.LightningModule):
         lr_scheduler: callable building the learning-rate scheduler.
         sampler: the sampler preset used by ``generate`` / callbacks.
         seed: seed of every per-step random stream.
-        log_every_n_steps: how often the training loss is logged.
     """
+
+    sampler_class = BFNSamplerConfig
 
     def __init__(
         self,
@@ -80,10 +83,9 @@ class BFNModule(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         sampler: BFNSamplerConfig | None = None,
         seed: int = 0,
-        log_every_n_steps: int = 50,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, sampler=sampler, seed=seed)
+        self.save_config()
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
         if transform == "quantize" and not isinstance(bfn, DiscretizedBFN):
@@ -94,104 +96,88 @@ class BFNModule(pl.LightningModule):
             raise ValueError(f"transform='binarize' makes 2 classes; the DiscreteBFN has num_classes={bfn.num_classes}")
         self.net, self.bfn, self.n_steps, self.transform = net, bfn, n_steps, transform
         self.objective = BFNLoss(bfn, n_steps)
-        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
-        self.sampler_config = sampler if sampler is not None else BFNSamplerConfig()
-        self.seed, self.log_every_n_steps = int(seed), max(1, int(log_every_n_steps))
-        self.event_shape: tuple[int, ...] | None = None
 
     @property
     def null_label(self) -> None:
-        """BFN recipes are unconditional (the callbacks ask)."""
+        """BFN recipes are unconditional."""
         return None
+
+    @property
+    def accepts_x0(self) -> bool:
+        return False  # sampling starts from the flow's fixed prior
 
     # ------------------------------------------------------------------ data
     def prepare(self, x: Tensor) -> Tensor:
-        """A data batch as BFN data (see ``transform``); validated by the BFN."""
+        """A data batch as BFN data (see ``transform``)."""
         if self.transform == "quantize":
-            x = self.bfn.quantise(x)
-        elif self.transform == "binarize":
-            x = (x > 0).long()
-        elif self.transform == "classes":
-            x = torch.round(x).long()
-        self.bfn.check_data(x)
+            return self.bfn.quantise(x)
+        if self.transform == "binarize":
+            return (x > 0).long()
+        if self.transform == "classes":
+            return torch.round(x).long()
         return x
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "event_shape"):
-            return
-        dm.setup(stage)
-        self.event_shape = tuple(dm.event_shape)
-        x = self.prepare(dm.reference(2).to(self.device))  # fails early on data the BFN cannot take
-        with torch.no_grad():
-            self.objective(self.net, x, torch.full((2,), 0.5, device=self.device))
+    def as_model_space(self, x: Tensor) -> Tensor:
+        """Held-out data as :meth:`generate` returns samples (binarized images as -1/+1)."""
+        out = self.prepare(x)
+        return out.to(x.dtype) * 2 - 1 if self.transform == "binarize" else out.to(x.dtype)
 
-    def step_generator(self, stream: int, *keys: int) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(derive_seed(self.seed, stream, self.global_rank, *keys))
-        return g
+    def check_data(self, dm: Any) -> None:
+        # Once, where the module runs: the transformed data must be valid BFN data and the
+        # network must accept them (the training step itself does not re-validate).
+        device = self.parameter_device()
+        name = getattr(dm, "name", type(dm).__name__)
+        x = self.prepare(dm.reference(2))
+        try:
+            self.bfn.check_data(x)  # the values, on the CPU
+            x = x.to(device)
+            with torch.no_grad():
+                self.objective(self.net, x, torch.full((2,), 0.5, device=device))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"{name} does not fit this BFN ({type(exc).__name__}: {exc})") from exc
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: DataBatch, batch_idx: int) -> Tensor:
-        g = self.step_generator(_TRAIN, self.global_step, batch_idx)
+    def training_loss(self, batch: DataBatch, generator: torch.Generator) -> Tensor:
         x = self.prepare(batch.target)
-        t = rand((x.shape[0],), generator=g, device=x.device, dtype=torch.float32)
-        out = self.objective(self.net, x, t, generator=g)
-        if self.global_step % self.log_every_n_steps == 0:
-            self.log("train/loss", out.loss, prog_bar=True)
-        return out.loss
+        t = rand((x.shape[0],), generator=generator, device=x.device, dtype=torch.float32)
+        return self.objective(self.net, x, t, generator=generator).loss
 
     def validation_step(self, batch: DataBatch, batch_idx: int) -> None:
-        g = self.step_generator(_VAL, batch_idx)
+        g = self.step_generator(VAL, batch_idx)
         x = self.prepare(batch.target)
         bound = nll_bound(self.bfn, self.net, x, n_steps=self.n_steps, generator=g)
-        self.log("val/nats", bound.nats.mean(), prog_bar=True, batch_size=x.shape[0])
-        self.log("val/bits_per_dim", bound.nats.mean() / (bound.dims * 0.6931471805599453), batch_size=x.shape[0])
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        self.log("val/nats", bound.nats.mean(), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("val/bits_per_dim", bound.nats.mean() / (bound.dims * 0.6931471805599453), batch_size=x.shape[0],
+                 sync_dist=True)
 
     # ------------------------------------------------------------------ sampling
-    def generate(
-        self,
-        num: int,
-        *,
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-        x0: Tensor | None = None,
-        method: str | None = None,
-        steps: int | None = None,
-        **options: Any,
+    def generate(self, num: int, *, method: str | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        """:meth:`FlowbridgeModule.generate`; ``method`` is the former name of ``solver``.
+
+        Samples are in the data's space: binarized data as -1/+1 images, other classes as indices
+        (floats), discretized and continuous data as values.
+        """
+        if method is not None:
+            if kwargs.get("solver") is not None:
+                raise ValueError("pass solver or method (its former name), not both")
+            kwargs["solver"] = method
+        return super().generate(num, **kwargs)
+
+    def draw(
+        self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
+        progress: bool,
     ) -> Tensor:
-        """``num`` samples in the data's space (discrete classes as floats: binarized data as
-        -1/+1 images, other classes as indices), with the sampler preset unless overridden."""
-        if self.event_shape is None:
-            raise ValueError("the sample shape is unknown: train or load the model from a checkpoint first")
-        cfg = self.sampler_config
-        method = method or cfg.method
-        steps = steps or cfg.steps
-        shape = (num, *self.event_shape)
-        if method == "original":
-            out = self.bfn.sample_original(self.net, shape, steps, generator=generator, dtype=self.dtype, device=self.device)
+        shape = (num, *self.event_shape)  # type: ignore[misc]
+        if sampler.solver == "original":
+            if sampler.options:
+                raise ValueError(f"the original BFN sampler takes no solver options; got {sorted(sampler.options)}")
+            out = self.bfn.sample_original(self.net, shape, sampler.steps, generator=generator, dtype=self.dtype,
+                                           device=self.device)
         else:
             out = self.bfn.sample(
-                self.net, shape, steps, method, generator=generator, grid=cfg.grid, dtype=self.dtype, device=self.device,
-                **{**cfg.options, **options},
+                self.net, shape, sampler.steps, sampler.solver, generator=generator, grid=sampler.grid, dtype=self.dtype,
+                device=self.device, **sampler.options,
             )
         if self.transform == "binarize":
             return out.x.to(self.dtype) * 2 - 1
         return out.x.to(self.dtype)
-
-    def predict_step(self, batch: PredictBatch, batch_idx: int) -> Tensor:
-        g = self.step_generator(_PREDICT, int(batch.index[0]))  # sync-ok: one CPU index per batch
-        return self.generate(batch.index.shape[0], generator=g)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["flowbridge"] = {"event_shape": list(self.event_shape) if self.event_shape else None}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        shape = checkpoint.get("flowbridge", {}).get("event_shape")
-        self.event_shape = tuple(shape) if shape else None

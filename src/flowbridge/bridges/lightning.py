@@ -3,136 +3,184 @@ r"""Lightning modules for the bridge solvers that do not fit :class:`~flowbridge
 SB-CFM *is* a ``GenerativeModule`` (Brownian-bridge interpolant + ``InterpolantObjective`` + a
 Sinkhorn ``MinibatchOTCoupling``; see ``models/sbcfm_8gaussians_to_moons.yaml``). LightSB has no
 network and no time, and DSBM alternates two networks over outer iterations, so they get their own
-modules here. Both train on the source/target batches of a data-to-data DataModule (e.g.
-:class:`~flowbridge.training.PairedToy`) and draw every random number from generators seeded by
-``(seed, step)`` alone.
+modules here, on :class:`~flowbridge.training.base.FlowbridgeModule` (random streams per rank and
+step, automatic optimisation, checkpoints, ``generate``). Both train on the source/target batches of
+a data-to-data DataModule (e.g. :class:`~flowbridge.training.PairedToy`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from flowbridge.bridges.dsbm import DSBM, bridge_matching_loss
 from flowbridge.bridges.lightsb import LightSB, LightSBField
+from flowbridge.samplers import sample
+from flowbridge.training.base import INIT, VAL, FlowbridgeModule, SamplerConfig
 from flowbridge.training.data import DataError, DataSplits, GenerativeDataModule
-from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
+from flowbridge.training.streams import DataBatch, derive_seed
 
 __all__ = ["DSBMModule", "GaussianPairData", "LightSBModule"]
 
-_TRAIN, _VAL, _PREDICT, _INIT = 0, 1, 2, 3
+
+@dataclass
+class BridgeSamplerConfig(SamplerConfig):
+    """How a bridge module samples: ``solver="plan"`` (LightSB's closed-form plan) or a solver on the
+    bridge's SDE (``bridge_euler_maruyama``), with ``steps``."""
+
+    solver: str = "bridge_euler_maruyama"
+    steps: int = 100
+
+    extra_solvers: ClassVar[tuple[str, ...]] = ("plan",)
 
 
-def _datamodule_with_source(module: pl.LightningModule) -> Any:
-    dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
-    if dm is None:
-        return None
-    dm.setup("fit")
+def _require_source(module: FlowbridgeModule, dm: Any) -> None:
     if not dm.has_source:
         raise DataError(f"{type(module).__name__} transports source data, but {dm.name} provides none (use PairedToy)")
-    return dm
 
 
-class LightSBModule(pl.LightningModule):
+class LightSBModule(FlowbridgeModule):
     """Trains :class:`~flowbridge.bridges.LightSB` from a data-to-data DataModule.
 
     Args:
-        dim, n_potentials, eps, covariance, init_scale: see :class:`~flowbridge.bridges.LightSB`.
-        lr: Adam learning rate.
+        dim: data dimension.
+        n_potentials: number of mixture components of the potential.
+        eps: variance of the Brownian reference.
+        covariance: ``"diagonal"`` or ``"full"``.
+        init_scale: initial scale of the components' matrices.
         init_centres: initialise the centres at distinct training targets before fitting.
-        seed: seed of the per-step generators.
+        optimizer: builds the optimizer (Adam, lr 1e-3, by default).
+        lr_scheduler: builds an LR scheduler (stepped every optimizer step).
+        sampler: ``solver="plan"`` (default) draws from the closed-form plan; ``bridge_euler_maruyama``
+            simulates the closed-form SDE drift for ``steps`` steps.
+        seed: seed of every per-step generator.
     """
+
+    sampler_class = BridgeSamplerConfig
 
     def __init__(
         self, dim: int, n_potentials: int = 50, eps: float = 1.0, covariance: str = "diagonal", init_scale: float = 0.1,
-        lr: float = 1e-3, init_centres: bool = True, seed: int = 0,
+        init_centres: bool = True, optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None, sampler: BridgeSamplerConfig | None = None, seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, sampler=sampler, seed=seed)
+        self.save_config()
         self.model = LightSB(dim, n_potentials, eps, covariance=covariance, init_scale=init_scale)
-        self.lr, self.init_centres, self.seed = float(lr), bool(init_centres), int(seed)
+        self.init_centres = bool(init_centres)
 
-    def setup(self, stage: str) -> None:
-        dm = _datamodule_with_source(self)
-        if dm is not None and stage == "fit" and self.init_centres:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _INIT))
+    def default_sampler(self) -> SamplerConfig:
+        return BridgeSamplerConfig(solver="plan")
+
+    @property
+    def transports_data(self) -> bool:
+        return True
+
+    def prepare_data_for(self, dm: Any, stage: str) -> None:
+        _require_source(self, dm)
+        if stage == "fit" and self.init_centres:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, INIT))
             self.model.init_from_target(dm.splits.train.to(self.model.r), generator=g)
 
     def field(self) -> LightSBField:
         """The closed-form SDE drift (``solver="bridge_euler_maruyama"``)."""
         return self.model.field()
 
-    def training_step(self, batch: DataBatch, batch_idx: int) -> Tensor:
-        loss = self.model.loss(batch.source, batch.target)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def training_loss(self, batch: DataBatch, generator: torch.Generator) -> Tensor:
+        return self.model.loss(batch.source, batch.target)
 
     def validation_step(self, batch: DataBatch, batch_idx: int) -> None:
-        self.log("val/loss", self.model.loss(batch.source, batch.target), prog_bar=True, batch_size=len(batch))
+        self.log("val/loss", self.model.loss(batch.source, batch.target), prog_bar=True, batch_size=len(batch),
+                 sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+    def draw(
+        self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
+        progress: bool,
+    ) -> Tensor:
+        assert x0 is not None
+        x0 = x0.to(self.model.r)
+        if sampler.solver == "plan":
+            return self.model.sample(x0, generator=generator)
+        return sample(self.field(), sampler.solver, sampler.steps, x0=x0, generator=generator, grid=sampler.grid,
+                      progress=progress, **sampler.options).x
 
-    def generate(self, x0: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Targets for sources ``x0`` drawn from the closed-form plan."""
-        return self.model.sample(x0.to(self.model.r), generator=generator)
 
-    def predict_step(self, batch: PredictBatch, batch_idx: int) -> Tensor:
-        g = torch.Generator().manual_seed(derive_seed(self.seed, _PREDICT, int(batch.index[0])))  # sync-ok: CPU index
-        src = self.trainer.datamodule.source_reference()
-        return self.generate(src[batch.index % src.shape[0]], generator=g)
-
-
-class DSBMModule(pl.LightningModule):
+class DSBMModule(FlowbridgeModule):
     """DSBM / IMF as a LightningModule: outer iteration ``k = step // steps_per_iteration``.
 
     At the first step of each outer iteration the module simulates ``cache_size`` coupled pairs
     with the network trained last (iteration 0: independent pairs of the training data), then trains
     the other direction on minibatches of that cache; the DataModule's batches only set the pace.
-    Train for ``iterations * steps_per_iteration`` steps (``trainer.max_steps``).
+    Train for ``iterations * steps_per_iteration`` steps (``trainer.max_steps``). One optimizer holds
+    both networks; a step's loss involves only the direction being trained, so the other network
+    has no gradient and the optimizer leaves it (and its state) untouched.
 
     Args:
-        dim, sigma, hidden, depth: see :class:`~flowbridge.bridges.DSBM`.
-        steps_per_iteration, cache_size, sde_steps, batch_size, t_max: see :meth:`DSBM.fit`.
-        lr: Adam learning rate of both networks.
+        dim: data dimension.
+        sigma: bridge noise.
+        hidden: width of the default networks.
+        depth: depth of the default networks.
+        steps_per_iteration: optimizer steps per outer iteration.
+        cache_size: coupled pairs simulated per outer iteration.
+        sde_steps: Euler–Maruyama steps of the simulations.
+        batch_size: pairs per training step.
+        t_max: training times are uniform on ``[0, t_max]``.
+        optimizer: builds the optimizer of both networks (Adam, lr 1e-3, by default).
+        lr_scheduler: builds an LR scheduler (stepped every optimizer step).
+        sampler: how :meth:`generate` samples (``bridge_euler_maruyama`` on the forward SDE).
         seed: seed of every generator.
     """
 
+    sampler_class = BridgeSamplerConfig
+
     def __init__(
         self, dim: int, sigma: float = 1.0, hidden: int = 128, depth: int = 3, steps_per_iteration: int = 1000,
-        cache_size: int = 10_000, sde_steps: int = 100, batch_size: int = 256, t_max: float = 0.99, lr: float = 1e-3,
-        seed: int = 0,
+        cache_size: int = 10_000, sde_steps: int = 100, batch_size: int = 256, t_max: float = 0.99,
+        optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
+        sampler: BridgeSamplerConfig | None = None, seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.automatic_optimization = False
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, sampler=sampler, seed=seed)
+        self.save_config()
+        for name, value in (("steps_per_iteration", steps_per_iteration), ("cache_size", cache_size),
+                            ("sde_steps", sde_steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if not 0.0 < t_max < 1.0:
+            raise ValueError(f"t_max must lie in (0, 1); got {t_max!r}")
+        if self.sampler_config.solver == "plan":
+            raise ValueError("sampler.solver: DSBM has no closed-form plan; use bridge_euler_maruyama")
         self.dsbm = DSBM(dim, sigma, hidden=hidden, depth=depth)
-        self.steps_per_iteration, self.cache_size, self.sde_steps = int(steps_per_iteration), int(cache_size), int(sde_steps)
-        self.pairs_per_step, self.t_max, self.lr, self.seed = int(batch_size), float(t_max), float(lr), int(seed)
-        self._cache: tuple[Tensor, Tensor] | None = None
-        self._data: tuple[Tensor, Tensor] | None = None
+        self.steps_per_iteration, self.cache_size, self.sde_steps = steps_per_iteration, cache_size, sde_steps
+        self.pairs_per_step, self.t_max = batch_size, float(t_max)
+        #: (source, target) pairs of the current outer iteration, rebuilt from its seed when missing.
+        self.cache: tuple[Tensor, Tensor] | None = None
+        self.cache_iteration = -1
+        self.train_pairs: tuple[Tensor, Tensor] | None = None
 
-    def setup(self, stage: str) -> None:
-        dm = _datamodule_with_source(self)
-        if dm is not None:
-            self._data = (dm.splits.train_source, dm.splits.train)
+    @property
+    def transports_data(self) -> bool:
+        return True
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [
-            torch.optim.Adam(self.dsbm.forward_field.parameters(), lr=self.lr),
-            torch.optim.Adam(self.dsbm.backward_field.parameters(), lr=self.lr),
-        ]
+    def prepare_data_for(self, dm: Any, stage: str) -> None:
+        _require_source(self, dm)
+        self.train_pairs = (dm.splits.train_source, dm.splits.train)
 
-    def _refresh_cache(self, iteration: int, direction: str) -> None:
-        if self._data is None:
+    def direction(self, iteration: int) -> str:
+        """``forward`` at even outer iterations, ``backward`` at odd ones."""
+        return "forward" if iteration % 2 == 0 else "backward"
+
+    def refresh_cache(self, iteration: int) -> None:
+        """Simulates the coupled pairs of outer ``iteration`` (from its own seed, per rank)."""
+        if self.train_pairs is None:
             raise DataError("DSBMModule needs a DataModule with source data (e.g. PairedToy)")
-        x0, x1 = (d.to(self.device) for d in self._data)
-        g = torch.Generator().manual_seed(derive_seed(self.seed, _INIT, iteration))
-        i0 = torch.randint(x0.shape[0], (self.cache_size,), generator=g).to(self.device)
-        i1 = torch.randint(x1.shape[0], (self.cache_size,), generator=g).to(self.device)
+        x0, x1 = (d.to(self.device) for d in self.train_pairs)
+        g = self.step_generator(INIT, iteration)
+        i0 = torch.randint(x0.shape[0], (self.cache_size,), generator=g, device=g.device)
+        i1 = torch.randint(x1.shape[0], (self.cache_size,), generator=g, device=g.device)
+        direction = self.direction(iteration)
         with torch.no_grad():
             if iteration == 0:
                 src, tgt = x0[i0], x1[i1]
@@ -142,41 +190,41 @@ class DSBMModule(pl.LightningModule):
             else:
                 src = x0[i0]
                 tgt = self.dsbm.simulate(src, "forward", self.sde_steps, generator=g)
-        self._cache = (src, tgt) if direction == "forward" else (tgt, src)
+        self.cache = (src, tgt) if direction == "forward" else (tgt, src)
+        self.cache_iteration = iteration
 
-    def training_step(self, batch: DataBatch, batch_idx: int) -> Tensor:
-        step = self.global_step
-        iteration = step // self.steps_per_iteration
-        direction = "forward" if iteration % 2 == 0 else "backward"
-        if step % self.steps_per_iteration == 0 or self._cache is None:
-            self._refresh_cache(iteration, direction)
-        assert self._cache is not None
-        g = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN, step))
-        idx = torch.randint(self.cache_size, (self.pairs_per_step,), generator=g).to(self.device)
-        start, end = self._cache[0][idx], self._cache[1][idx]
+    def training_loss(self, batch: DataBatch, generator: torch.Generator) -> Tensor:
+        iteration = self.global_step // self.steps_per_iteration
+        direction = self.direction(iteration)
+        if self.cache is None or self.cache_iteration != iteration:
+            self.refresh_cache(iteration)
+        assert self.cache is not None
+        idx = torch.randint(self.cache_size, (self.pairs_per_step,), generator=generator, device=generator.device)
+        start, end = self.cache[0][idx], self.cache[1][idx]
         field = self.dsbm.forward_field if direction == "forward" else self.dsbm.backward_field
-        opt = self.optimizers()[0 if direction == "forward" else 1]
-        loss = bridge_matching_loss(field, start, end, t_max=self.t_max, generator=g)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
+        loss = bridge_matching_loss(field, start, end, t_max=self.t_max, generator=generator)
         self.dsbm.last_trained = direction
-        self.log(f"train/{direction}_loss", loss, prog_bar=True)
+        self.log(f"train/{direction}_loss", loss, batch_size=self.pairs_per_step)
         return loss
 
+    def flop_probe(self, batch: DataBatch, generator: torch.Generator) -> Any:
+        assert batch.source is not None
+        idx = torch.arange(min(self.pairs_per_step, len(batch)))
+        return bridge_matching_loss(self.dsbm.forward_field, batch.source[idx], batch.target[idx], t_max=self.t_max,
+                                    generator=generator)
+
     def validation_step(self, batch: DataBatch, batch_idx: int) -> None:
-        g = torch.Generator().manual_seed(derive_seed(self.seed, _VAL, batch_idx))
+        g = self.step_generator(VAL, batch_idx)
         loss = bridge_matching_loss(self.dsbm.forward_field, batch.source, batch.target, t_max=self.t_max, generator=g)
-        self.log("val/independent_bridge_loss", loss, batch_size=len(batch))
+        self.log("val/independent_bridge_loss", loss, batch_size=len(batch), sync_dist=True)
 
-    def generate(self, x0: Tensor, *, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Targets for sources ``x0`` from the forward SDE."""
-        return self.dsbm.sample(x0.to(self.device), steps or self.sde_steps, generator=generator)
-
-    def predict_step(self, batch: PredictBatch, batch_idx: int) -> Tensor:
-        g = torch.Generator().manual_seed(derive_seed(self.seed, _PREDICT, int(batch.index[0])))  # sync-ok: CPU index
-        src = self.trainer.datamodule.source_reference()
-        return self.generate(src[batch.index % src.shape[0]], generator=g)
+    def draw(
+        self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
+        progress: bool,
+    ) -> Tensor:
+        assert x0 is not None
+        return sample(self.dsbm.forward_field, sampler.solver, sampler.steps, x0=x0, generator=generator,
+                      grid=sampler.grid, progress=progress, **sampler.options).x
 
 
 class GaussianPairData(GenerativeDataModule):
@@ -217,16 +265,13 @@ class GaussianPairData(GenerativeDataModule):
 def main(args: list[str] | None = None) -> Any:
     """``python -m flowbridge.bridges.lightning fit --config models/lightsb_8gaussians_to_moons.yaml``.
 
-    A LightningCLI in subclass mode, so that ``model.class_path`` may name :class:`LightSBModule` or
-    :class:`DSBMModule` (the ``flowbridge`` command builds :class:`~flowbridge.training.GenerativeModule`).
-    Returns the ``LightningCLI`` (its ``model`` is the trained module).
+    The same as ``flowbridge fit``; returns the ``LightningCLI`` (its ``model`` is the trained module).
     """
-    from lightning.pytorch.cli import LightningCLI
+    import sys
 
-    return LightningCLI(
-        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
-        save_config_kwargs={"overwrite": True},
-    )
+    from flowbridge.cli import build_cli
+
+    return build_cli(list(sys.argv[1:] if args is None else args))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flowbridge.analytic import GaussianMixture
-from flowbridge.training.streams import BatchStream, PredictStream
+from flowbridge.training.streams import BatchStream, DataBatch, PredictStream
 from flowbridge.training.toy2d import TOY2D, sample_toy2d
 
 
@@ -175,6 +175,13 @@ class GenerativeDataModule(pl.LightningDataModule):
         src = self._require().val_source
         return src if src is None or n is None else src[:n]
 
+    def example_batch(self) -> DataBatch:
+        """The first ``batch_size`` training rows as one batch (to measure a step's work)."""
+        s = self._require()
+        n = min(self.batch_size, s.train.shape[0])
+        pick = (lambda t: None if t is None else t[:n])  # noqa: E731
+        return DataBatch(s.train[:n], pick(s.train_source), pick(s.train_label))
+
     def truth(self) -> GaussianMixture | None:
         """The exact target distribution where it is known (see :class:`Mixture`)."""
         return None
@@ -183,11 +190,20 @@ class GenerativeDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def training_device(self) -> torch.device:
+        """Where training runs: the Trainer's root device (CPU without a Trainer)."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
     def train_dataloader(self) -> BatchStream:
         s = self._require()
         rank, world = self._rank()
+        # In-memory data move to the training device once, so that a step's batch is one
+        # index_select there instead of a host-to-device copy (which a GPU step would wait for).
+        device = self.training_device()
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         self._train_stream = BatchStream(
-            s.train, self.batch_size, seed=self.seed, label=s.train_label, source=s.train_source,
+            move(s.train), self.batch_size, seed=self.seed, label=move(s.train_label), source=move(s.train_source),
             independent_source=not self.paired, rank=rank, world_size=world,
         )
         return self._train_stream
@@ -480,3 +496,104 @@ class PairedToy(GenerativeDataModule):
             train_source=sample_toy2d(self.source_name, self.n, generator=_generator(self.seed, 2)),
             val_source=sample_toy2d(self.source_name, self.val_size, generator=_generator(self.seed, 3)),
         )
+
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+
+
+class ImageFolder(GenerativeDataModule):
+    """Images from a folder of PNG/JPEG files, scaled to [-1, 1], shape (channels, size, size).
+
+    Either every image lies in a sub-folder of ``root`` (one folder per class; the classes are the
+    sorted folder names, available as :attr:`class_names`, and the labels their indices), or every
+    image lies in ``root`` itself (unlabelled data). All images are read at setup into memory.
+
+    Args:
+        root: the folder.
+        image_size: resize every image to ``image_size x image_size`` (Lanczos); ``None``: keep the
+            size, which must then be the same for every image.
+        channels: 1 (greyscale) or 3 (RGB); images are converted.
+        val_fraction: fraction of images held out (a seeded random subset).
+        batch_size: see :class:`GenerativeDataModule`.
+        seed: see :class:`GenerativeDataModule`.
+        predict_samples: see :class:`GenerativeDataModule`.
+    """
+
+    def __init__(
+        self, root: str, image_size: int | None = None, channels: int = 3, val_fraction: float = 0.1,
+        batch_size: int = 128, seed: int = 0, predict_samples: int = 100,
+    ) -> None:
+        super().__init__(batch_size, seed, predict_samples)
+        self.save_hyperparameters()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB); got {channels!r}")
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"image_size must be a positive integer or None; got {image_size!r}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+        self.root, self.image_size, self.channels, self.val_fraction = str(root), image_size, channels, float(val_fraction)
+        self.class_names: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.root
+
+    def files(self) -> tuple[list[Path], list[int] | None]:
+        """The image files, and their class indices (None for unlabelled data)."""
+        root = Path(self.root)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such folder of images")
+        is_image = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
+        loose = sorted(p for p in root.iterdir() if is_image(p))
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and any(is_image(f) for f in p.iterdir()))
+        if loose and folders:
+            raise DataError(
+                f"{root}: holds images both directly ({loose[0].name}, ...) and in class folders ({folders[0].name}/, ...); "
+                "put every image in a class folder, or none"
+            )
+        if folders:
+            self.class_names = [f.name for f in folders]
+            files, labels = [], []
+            for k, folder in enumerate(folders):
+                members = sorted(p for p in folder.iterdir() if is_image(p))
+                files += members
+                labels += [k] * len(members)
+            return files, labels
+        if not loose:
+            raise DataError(f"{root}: no {'/'.join(e.lstrip('.').upper() for e in IMAGE_EXTENSIONS)} images found")
+        self.class_names = []
+        return loose, None
+
+    def read(self, path: Path) -> np.ndarray:
+        """One image as a (channels, H, W) uint8 array."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if self.channels == 1 else "RGB")
+                if self.image_size is not None and img.size != (self.image_size, self.image_size):
+                    img = img.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def load(self) -> DataSplits:
+        files, labels = self.files()
+        images = [self.read(p) for p in files]
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            first, other = images[0].shape, next(s for s in shapes if s != images[0].shape)
+            raise DataError(
+                f"{self.root}: images of different sizes ({first[1]}x{first[2]} and {other[1]}x{other[2]}); "
+                "set image_size to resize them"
+            )
+        x = torch.from_numpy(np.stack(images)).float() / 127.5 - 1.0
+        y = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+        if x.shape[0] < 4:
+            raise DataError(f"{self.root}: {x.shape[0]} images; need at least 4 (2 to train, 2 held out)")
+        order = torch.randperm(x.shape[0], generator=_generator(self.seed, 0))
+        n_val = min(max(2, int(round(self.val_fraction * x.shape[0]))), x.shape[0] - 2)
+        held, kept = order[:n_val], order[n_val:]
+        pick = (lambda t, i: None if t is None else t[i])  # noqa: E731
+        return DataSplits(x[kept], x[held], pick(y, kept), pick(y, held))

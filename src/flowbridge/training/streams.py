@@ -35,11 +35,16 @@ class DataBatch:
     def __len__(self) -> int:
         return self.target.shape[0]
 
-    def to(self, device: torch.device) -> "DataBatch":
-        """The batch on ``device`` (itself when it is there already)."""
+    def to(self, device: torch.device | str, non_blocking: bool = False, **kwargs: object) -> "DataBatch":
+        """The batch on ``device`` (itself when it is there already).
+
+        Lightning moves batches by calling ``to`` on any object that has one, so a batch moves with
+        one call per tensor instead of a walk over its fields.
+        """
+        device = torch.device(device)
         if self.target.device == device:
             return self
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
+        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))  # noqa: E731
         return DataBatch(move(self.target), move(self.source), move(self.label))
 
 
@@ -163,9 +168,10 @@ class BatchStream:
         self._resume_position = int(state["position"])
 
     def _rows(self, count: int, stream: int) -> Tensor:
+        # Orders are drawn on the CPU (the same on any device) and moved once per epoch.
         if not self.shuffle:
-            return torch.arange(count)
-        return epoch_permutation(count, self.seed, self.epoch, stream)
+            return torch.arange(count, device=self.target.device)
+        return epoch_permutation(count, self.seed, self.epoch, stream).to(self.target.device)
 
     def __iter__(self) -> Iterator[DataBatch]:
         start = self._resume_position if self._resume_position is not None else 0
