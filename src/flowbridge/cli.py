@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgres
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from flowbridge.errors import ConfigError
 from flowbridge.training.base import SamplerConfig
 from flowbridge.training.checkpoints import CheckpointError, load, load_datamodule
 from flowbridge.training.data import DataError, GenerativeDataModule
@@ -44,7 +45,6 @@ from flowbridge.training.profiling import NoOpProfiler
 from flowbridge.training.progress import LogProgress, format_seconds
 from flowbridge.training.threads import IntraOpThreads
 
-
 COMMANDS = {
     "fit": "train a model from a recipe (models/*.yaml); --ckpt_path last resumes",
     "validate": "score a checkpoint on held-out data (the recipe's metrics)",
@@ -53,8 +53,6 @@ COMMANDS = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line by :func:`main`."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from flowbridge.errors import ArgumentError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -35,7 +37,7 @@ def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a tensor or array of numbers; got {type(x).__name__}") from err
+        raise ArgumentError(f"{name} must be a tensor or array of numbers; got {type(x).__name__}") from err
 
 
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -58,11 +60,11 @@ def _limits(lim: float | tuple[float, float] | None) -> tuple[float, float] | No
         return None
     if isinstance(lim, (int, float)):
         if lim <= 0:
-            raise ValueError(f"lim must be positive when given as a number; got {lim}")
+            raise ArgumentError(f"lim must be positive when given as a number; got {lim}")
         return (-float(lim), float(lim))
     lo, hi = (float(v) for v in lim)
     if not lo < hi:
-        raise ValueError(f"lim must satisfy lo < hi; got {lim}")
+        raise ArgumentError(f"lim must satisfy lo < hi; got {lim}")
     return lo, hi
 
 
@@ -99,12 +101,12 @@ def plot_samples(
     """
     points = _to_numpy(x, "x")
     if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"x must have shape (N, 2); got shape {points.shape}")
+        raise ArgumentError(f"x must have shape (N, 2); got shape {points.shape}")
     ref = None
     if reference is not None:
         ref = _to_numpy(reference, "reference")
         if ref.ndim != 2 or ref.shape[1] != 2:
-            raise ValueError(f"reference must have shape (M, 2); got shape {ref.shape}")
+            raise ArgumentError(f"reference must have shape (M, 2); got shape {ref.shape}")
     limits = _limits(lim)
 
     fig, ax = _figure_and_axes(ax, (4.0, 4.0))
@@ -147,9 +149,9 @@ def plot_trajectories(
 
     traj = _to_numpy(trajectory, "trajectory")
     if traj.ndim != 3 or traj.shape[2] != 2:
-        raise ValueError(f"trajectory must have shape (T, N, 2); got shape {traj.shape}")
+        raise ArgumentError(f"trajectory must have shape (T, N, 2); got shape {traj.shape}")
     if n < 1:
-        raise ValueError(f"n must be at least 1; got {n}")
+        raise ArgumentError(f"n must be at least 1; got {n}")
     traj = traj[:, :n]
 
     fig, ax = _figure_and_axes(ax, (4.0, 4.0))
@@ -195,18 +197,18 @@ def image_grid(
 
     imgs = _to_numpy(images, "images")
     if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or imgs.shape[0] < 1:
-        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1 and C in {{1, 3}}; got shape {imgs.shape}")
+        raise ArgumentError(f"images must have shape (N, C, H, W) with N >= 1 and C in {{1, 3}}; got shape {imgs.shape}")
     lo, hi = (float(v) for v in value_range)
     if not lo < hi:
-        raise ValueError(f"value_range must satisfy lo < hi; got {value_range}")
+        raise ArgumentError(f"value_range must satisfy lo < hi; got {value_range}")
     num, channels, height, width = imgs.shape
     if nrow is None:
         nrow = math.ceil(math.sqrt(num))
     if nrow < 1:
-        raise ValueError(f"nrow must be at least 1; got {nrow}")
+        raise ArgumentError(f"nrow must be at least 1; got {nrow}")
     ncol_imgs = min(nrow, num)
     if column_labels is not None and len(column_labels) != ncol_imgs:
-        raise ValueError(f"column_labels must hold one caption per column ({ncol_imgs}); got {len(column_labels)}")
+        raise ArgumentError(f"column_labels must hold one caption per column ({ncol_imgs}); got {len(column_labels)}")
     nrows = math.ceil(num / ncol_imgs)
 
     scaled = (np.clip(np.nan_to_num(imgs, nan=lo), lo, hi) - lo) / (hi - lo)
@@ -255,13 +257,13 @@ def plot_curves(
         ValueError: for an empty ``curves`` or a series whose steps and values differ in length.
     """
     if not curves:
-        raise ValueError("curves must name at least one series")
+        raise ArgumentError("curves must name at least one series")
     fig, ax = _figure_and_axes(ax, (5.0, 3.5))
     lows, highs = [], []
     for name, (steps, values) in curves.items():
         xs, ys = _to_numpy(steps, f"{name} steps"), _to_numpy(values, f"{name} values")
         if xs.shape != ys.shape or xs.ndim != 1:
-            raise ValueError(f"{name}: steps and values must be 1-D of equal length; got {xs.shape} and {ys.shape}")
+            raise ArgumentError(f"{name}: steps and values must be 1-D of equal length; got {xs.shape} and {ys.shape}")
         if ys.size:
             lows.append(float(np.nanmin(ys)))
             highs.append(float(np.nanmax(ys)))
@@ -290,9 +292,9 @@ def save_figure(fig: Figure, path: str | Path, **savefig_kwargs: Any) -> Path:
         The path written.
     """
     if not hasattr(fig, "savefig"):
-        raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
+        raise ArgumentError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
     if not isinstance(path, (str, Path)):
-        raise TypeError(f"path must be a str or pathlib.Path; got {type(path).__name__}")
+        raise ArgumentError(f"path must be a str or pathlib.Path; got {type(path).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     savefig_kwargs.setdefault("dpi", 150)

@@ -54,7 +54,7 @@ from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field, call_net
 from flowbridge.objectives.base import ObjectiveOutput
 from flowbridge.paths.gaussian import GaussianPath
-from flowbridge.random import RandomSource, randn, randn_like
+from flowbridge.random import RandomSource, randn_like
 from flowbridge.samplers.base import Observer, Solver
 
 PARAMETRISATIONS: tuple[str, ...] = ("edm", "noise", "data")

@@ -30,7 +30,6 @@ The output mean :math:`\hat k` is the data prediction of the Gaussian path (it m
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -26,6 +26,7 @@ from flowbridge.bfn.discrete import DiscreteBFN
 from flowbridge.bfn.discretized import DiscretizedBFN
 from flowbridge.bfn.likelihood import nll_bound
 from flowbridge.bfn.objective import BFNLoss
+from flowbridge.errors import ArgumentError
 from flowbridge.random import rand
 from flowbridge.training.base import VAL, FlowbridgeModule, SamplerConfig
 from flowbridge.training.data import DataError
@@ -53,7 +54,7 @@ class BFNSamplerConfig(SamplerConfig):
             self.solver, self.method = self.method, None
         super().__post_init__()
         if self.guidance != 1.0:
-            raise ValueError("sampler.guidance: BFN recipes are unconditional; guidance must be 1")
+            raise ArgumentError("sampler.guidance: BFN recipes are unconditional; guidance must be 1")
 
 
 class BFNModule(FlowbridgeModule):
@@ -87,13 +88,13 @@ class BFNModule(FlowbridgeModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, sampler=sampler, seed=seed)
         self.save_config()
         if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
+            raise ArgumentError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
         if transform == "quantize" and not isinstance(bfn, DiscretizedBFN):
-            raise ValueError("transform='quantize' needs a DiscretizedBFN (it maps data onto its bins)")
+            raise ArgumentError("transform='quantize' needs a DiscretizedBFN (it maps data onto its bins)")
         if transform in ("binarize", "classes") and not isinstance(bfn, DiscreteBFN):
-            raise ValueError(f"transform={transform!r} makes class indices and needs a DiscreteBFN")
+            raise ArgumentError(f"transform={transform!r} makes class indices and needs a DiscreteBFN")
         if transform == "binarize" and bfn.num_classes != 2:
-            raise ValueError(f"transform='binarize' makes 2 classes; the DiscreteBFN has num_classes={bfn.num_classes}")
+            raise ArgumentError(f"transform='binarize' makes 2 classes; the DiscreteBFN has num_classes={bfn.num_classes}")
         self.net, self.bfn, self.n_steps, self.transform = net, bfn, n_steps, transform
         self.objective = BFNLoss(bfn, n_steps)
 
@@ -159,7 +160,7 @@ class BFNModule(FlowbridgeModule):
         """
         if method is not None:
             if kwargs.get("solver") is not None:
-                raise ValueError("pass solver or method (its former name), not both")
+                raise ArgumentError("pass solver or method (its former name), not both")
             kwargs["solver"] = method
         return super().generate(num, **kwargs)
 
@@ -170,13 +171,13 @@ class BFNModule(FlowbridgeModule):
         shape = (num, *self.event_shape)  # type: ignore[misc]
         if sampler.solver == "original":
             if sampler.options:
-                raise ValueError(f"the original BFN sampler takes no solver options; got {sorted(sampler.options)}")
-            out = self.bfn.sample_original(self.net, shape, sampler.steps, generator=generator, dtype=self.dtype,
+                raise ArgumentError(f"the original BFN sampler takes no solver options; got {sorted(sampler.options)}")
+            out = self.bfn.sample_original(self.net, sampler.steps, shape=shape, generator=generator, dtype=self.dtype,
                                            device=self.device)
         else:
             out = self.bfn.sample(
-                self.net, shape, sampler.steps, sampler.solver, generator=generator, grid=sampler.grid, dtype=self.dtype,
-                device=self.device, **sampler.options,
+                self.net, sampler.solver, sampler.steps, shape=shape, generator=generator, grid=sampler.grid,
+                progress=progress, dtype=self.dtype, device=self.device, **sampler.options,
             )
         if self.transform == "binarize":
             return out.x.to(self.dtype) * 2 - 1

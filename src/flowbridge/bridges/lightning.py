@@ -19,6 +19,7 @@ from torch import Tensor
 
 from flowbridge.bridges.dsbm import DSBM, bridge_matching_loss
 from flowbridge.bridges.lightsb import LightSB, LightSBField
+from flowbridge.errors import ArgumentError
 from flowbridge.samplers import sample
 from flowbridge.training.base import INIT, VAL, FlowbridgeModule, SamplerConfig
 from flowbridge.training.data import DataError, DataSplits, GenerativeDataModule
@@ -147,11 +148,11 @@ class DSBMModule(FlowbridgeModule):
         for name, value in (("steps_per_iteration", steps_per_iteration), ("cache_size", cache_size),
                             ("sde_steps", sde_steps), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
         if not 0.0 < t_max < 1.0:
-            raise ValueError(f"t_max must lie in (0, 1); got {t_max!r}")
+            raise ArgumentError(f"t_max must lie in (0, 1); got {t_max!r}")
         if self.sampler_config.solver == "plan":
-            raise ValueError("sampler.solver: DSBM has no closed-form plan; use bridge_euler_maruyama")
+            raise ArgumentError("sampler.solver: DSBM has no closed-form plan; use bridge_euler_maruyama")
         self.dsbm = DSBM(dim, sigma, hidden=hidden, depth=depth)
         self.steps_per_iteration, self.cache_size, self.sde_steps = steps_per_iteration, cache_size, sde_steps
         self.pairs_per_step, self.t_max = batch_size, float(t_max)
@@ -244,7 +245,7 @@ class GaussianPairData(GenerativeDataModule):
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
         if not (isinstance(dim, int) and dim >= 1):
-            raise ValueError(f"dim must be a positive integer; got {dim!r}")
+            raise ArgumentError(f"dim must be a positive integer; got {dim!r}")
         self.dim, self.shift, self.n, self.val_size = dim, float(shift), int(n), int(val_size)
 
     @property

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.metrics.bridges import bures_wasserstein2, sample_moments
 
 __all__ = ["digits_features", "digits_frechet_distance", "digits_frechet_floor", "frechet_distance"]
@@ -103,9 +104,9 @@ def digits_classifier() -> DigitsClassifier:
 def digits_features(x: Tensor) -> Tensor:
     """(N, 32) float64 features of (N, 1, 8, 8) (or (N, 64)) digit images in [-1, 1], on ``x``'s device."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor of digit images; got {getattr(x, 'dtype', type(x).__name__)}")
+        raise ArgumentError(f"x must be a floating-point tensor of digit images; got {getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim < 2 or x[0].numel() != 64 or x.shape[0] < 2:
-        raise ValueError(f"x must hold at least 2 images of 8x8 pixels, shape (N, 1, 8, 8) or (N, 64); got {tuple(x.shape)}")
+        raise ArgumentError(f"x must hold at least 2 images of 8x8 pixels, shape (N, 1, 8, 8) or (N, 64); got {tuple(x.shape)}")
     net = digits_classifier()
     with torch.no_grad():
         return net.to(x.device).features(x.reshape(x.shape[0], 64).double())
@@ -120,9 +121,9 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
     """
     for name, f in (("features_a", features_a), ("features_b", features_b)):
         if not isinstance(f, Tensor) or f.ndim != 2 or f.shape[0] < 2:
-            raise ValueError(f"{name} must be a (N, d) tensor with N >= 2; got {getattr(f, 'shape', type(f).__name__)}")
+            raise ArgumentError(f"{name} must be a (N, d) tensor with N >= 2; got {getattr(f, 'shape', type(f).__name__)}")
     if features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"the feature sets have dimensions {features_a.shape[1]} and {features_b.shape[1]}")
+        raise ArgumentError(f"the feature sets have dimensions {features_a.shape[1]} and {features_b.shape[1]}")
     ma, ca = sample_moments(features_a.double())
     mb, cb = sample_moments(features_b.to(features_a.device).double())
     return bures_wasserstein2(ma, ca, mb, cb)
@@ -155,7 +156,7 @@ def digits_frechet_floor(n: int, *, repeats: int = 5, generator: torch.Generator
     (drawn without replacement) and all digits: the value a perfect model scores at that ``n``."""
     data = _all_digits()
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= data.shape[0]:
-        raise ValueError(f"n must be an integer in [2, {data.shape[0]}]; got {n!r}")
+        raise ArgumentError(f"n must be an integer in [2, {data.shape[0]}]; got {n!r}")
     g = generator or torch.Generator().manual_seed(0)
     values = torch.stack([
         digits_frechet_distance(data[torch.randperm(data.shape[0], generator=g)[:n]]) for _ in range(repeats)

@@ -27,7 +27,7 @@ from torch import Tensor
 from flowbridge.errors import ArgumentError
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 __all__ = ["energy_distance", "mmd", "sliced_wasserstein", "wasserstein2"]
 

@@ -16,7 +16,12 @@ from flowbridge.training.ema import EMA
 from flowbridge.training.module import GenerativeModule
 from flowbridge.training.schedules import CosineLR
 from flowbridge.training.streams import BatchStream, DataBatch, PredictBatch
-from flowbridge.training.time_samplers import LogitNormalTime, LogNormalNoiseTime, TimeSampler, UniformTime
+from flowbridge.training.time_samplers import (
+    LogitNormalTime,
+    LogNormalNoiseTime,
+    TimeSampler,
+    UniformTime,
+)
 from flowbridge.training.toy2d import TOY2D, sample_toy2d
 
 __all__ = [

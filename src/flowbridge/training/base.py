@@ -43,11 +43,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from flowbridge.errors import ArgumentError
 from flowbridge.random import StackedGenerators
 from flowbridge.samplers import SOLVERS
 from flowbridge.samplers.grids import GRIDS
 from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
-
 
 # Stream identifiers mixed into the per-step seeds, so that training, validation, prediction and
 # initialisation never share random numbers.
@@ -81,18 +81,18 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS and self.solver not in self.extra_solvers:
             known = sorted(SOLVERS) + list(self.extra_solvers)
-            raise ValueError(f"sampler.solver: unknown solver {self.solver!r}; known solvers: {', '.join(known)}")
+            raise ArgumentError(f"sampler.solver: unknown solver {self.solver!r}; known solvers: {', '.join(known)}")
         if self.grid not in GRIDS:
-            raise ValueError(f"sampler.grid: unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
+            raise ArgumentError(f"sampler.grid: unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"sampler.steps must be a positive integer; got {self.steps!r}")
+            raise ArgumentError(f"sampler.steps must be a positive integer; got {self.steps!r}")
         if not isinstance(self.options, dict):
-            raise TypeError(f"sampler.options must be a mapping of solver options; got {type(self.options).__name__}")
+            raise ArgumentError(f"sampler.options must be a mapping of solver options; got {type(self.options).__name__}")
         # Chained comparison: False for NaN and +-inf (a non-finite CFG weight gives NaN samples).
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
-            raise TypeError(f"sampler.guidance must be a finite number; got {type(self.guidance).__name__}")
+            raise ArgumentError(f"sampler.guidance must be a finite number; got {type(self.guidance).__name__}")
         if not float("-inf") < self.guidance < float("inf"):
-            raise ValueError(f"sampler.guidance must be a finite number; got {self.guidance!r}")
+            raise ArgumentError(f"sampler.guidance must be a finite number; got {self.guidance!r}")
 
     def replace(self, **changes: Any) -> "SamplerConfig":
         """A copy with the non-None ``changes`` applied (and validated); ``options`` are merged."""
@@ -130,7 +130,7 @@ def _plain(value: Any) -> bool:
 
 def _seed(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"seed must be an integer; got {value!r}")
+        raise ArgumentError(f"seed must be an integer; got {value!r}")
     return int(value)
 
 
@@ -162,13 +162,13 @@ class FlowbridgeModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if not callable(optimizer):
-            raise TypeError(f"optimizer must build an optimizer from the parameters; got {type(optimizer).__name__}")
+            raise ArgumentError(f"optimizer must build an optimizer from the parameters; got {type(optimizer).__name__}")
         if lr_scheduler is not None and not callable(lr_scheduler):
-            raise TypeError(f"lr_scheduler must build a scheduler from the optimizer; got {type(lr_scheduler).__name__}")
+            raise ArgumentError(f"lr_scheduler must build a scheduler from the optimizer; got {type(lr_scheduler).__name__}")
         if sampler is None:
             sampler = self.default_sampler()
         if not isinstance(sampler, self.sampler_class):
-            raise TypeError(f"sampler must be a {self.sampler_class.__name__}; got {type(sampler).__name__}")
+            raise ArgumentError(f"sampler must be a {self.sampler_class.__name__}; got {type(sampler).__name__}")
         self.seed = _seed(seed)
         self.factories = SharedOnCopy((optimizer, lr_scheduler))
         self.sampler_config = sampler
@@ -314,7 +314,7 @@ class FlowbridgeModule(pl.LightningModule):
         if isinstance(scheduler, RunLengthSchedule):
             if scheduler.total_steps is None:
                 if not 0 < total < float("inf"):
-                    raise ValueError(f"{type(scheduler).__name__} follows the run's length, but the run has no finite length; "
+                    raise ArgumentError(f"{type(scheduler).__name__} follows the run's length, but the run has no finite length; "
                                      "set trainer.max_steps (or total_steps)")
                 scheduler.set_total_steps(int(total))
         else:
@@ -366,48 +366,48 @@ class FlowbridgeModule(pl.LightningModule):
             (num, *event_shape) samples on the module's device.
         """
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
-            raise ValueError(f"num must be a positive integer; got {num!r}")
+            raise ArgumentError(f"num must be a positive integer; got {num!r}")
         num = int(num)
         name = type(self).__name__
         source: Any = generator
         if seeds is not None:
             if generator is not None:
-                raise ValueError("pass generator or seeds, not both")
+                raise ArgumentError("pass generator or seeds, not both")
             seeds = list(seeds)
             if len(seeds) != num:
-                raise ValueError(f"seeds has {len(seeds)} entries for num={num} samples; give one seed per sample")
+                raise ArgumentError(f"seeds has {len(seeds)} entries for num={num} samples; give one seed per sample")
             source = StackedGenerators(seeds)
         elif generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+            raise ArgumentError(f"generator must be a torch.Generator; got {type(generator).__name__}")
         if x0 is not None:
             if not self.accepts_x0:
-                raise ValueError(f"{name} samples from its fixed prior; x0 is not supported")
+                raise ArgumentError(f"{name} samples from its fixed prior; x0 is not supported")
             if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 2 or x0.shape[0] != num:
                 got = f"shape {tuple(x0.shape)} {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
-                raise ValueError(f"x0 must be a floating-point tensor of shape (num={num}, ...); got {got}")
+                raise ArgumentError(f"x0 must be a floating-point tensor of shape (num={num}, ...); got {got}")
             x0 = x0.to(self.device, self.dtype)
         elif self.transports_data:
-            raise ValueError(f"{name} transports source data: pass x0, a ({num}, ...) tensor of source samples")
+            raise ArgumentError(f"{name} transports source data: pass x0, a ({num}, ...) tensor of source samples")
         elif self.event_shape is None:
-            raise ValueError("the sample shape is unknown: train or load the model from a checkpoint first, or pass x0")
+            raise ArgumentError("the sample shape is unknown: train or load the model from a checkpoint first, or pass x0")
         if labels is not None:
             classes = self.num_classes
             if classes is None:
-                raise ValueError(f"{name} is unconditional: labels must be None")
+                raise ArgumentError(f"{name} is unconditional: labels must be None")
             if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool or labels.shape != (num,):
                 got = f"shape {tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
-                raise ValueError(f"labels must be an integer tensor of shape ({num},); got {got}")
+                raise ArgumentError(f"labels must be an integer tensor of shape ({num},); got {got}")
             lo, hi = int(labels.min()), int(labels.max())  # sync-ok: validation, once per call
             if lo < 0 or hi >= classes:
-                raise ValueError(f"labels must lie in [0, {classes}); got values in [{lo}, {hi}]")
+                raise ArgumentError(f"labels must lie in [0, {classes}); got values in [{lo}, {hi}]")
             labels = labels.to(self.device, torch.long)
         if guidance is not None and self.num_classes is None:
-            raise ValueError(f"{name} is unconditional: guidance does not apply")
+            raise ArgumentError(f"{name} is unconditional: guidance does not apply")
         try:
             sampler = self.sampler_config.replace(solver=solver, steps=steps, grid=grid, guidance=guidance,
                                                   options=options or None)
         except (TypeError, ValueError) as exc:
-            raise ValueError(str(exc)) from None
+            raise ArgumentError(str(exc)) from None
         return self.draw(num, x0=x0, labels=labels, generator=source, sampler=sampler, progress=bool(progress))
 
     def predict_step(self, batch: PredictBatch, batch_idx: int) -> Tensor:

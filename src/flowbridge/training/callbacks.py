@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
 from flowbridge.metrics import mmd, sliced_wasserstein
 
 __all__ = ["SampleMetrics", "SamplePlot"]
@@ -88,7 +89,7 @@ class SamplePlot(pl.Callback):
 
     def __init__(self, every_n_epochs: int = 1, num_samples: int = 2000, seed: int = 0) -> None:
         if every_n_epochs < 1 or num_samples < 1:
-            raise ValueError(f"every_n_epochs and num_samples must be positive; got {every_n_epochs}, {num_samples}")
+            raise ArgumentError(f"every_n_epochs and num_samples must be positive; got {every_n_epochs}, {num_samples}")
         self.every_n_epochs, self.num_samples, self.seed = every_n_epochs, num_samples, seed
         self.last_path: Path | None = None
         self.final_path: Path | None = None
@@ -195,7 +196,7 @@ class SampleMetrics(pl.Callback):
 
     def __init__(self, num_samples: int = 2000, every_n_epochs: int = 1, seed: int = 0) -> None:
         if num_samples < 2 or every_n_epochs < 1:
-            raise ValueError(f"need num_samples >= 2 and every_n_epochs >= 1; got {num_samples}, {every_n_epochs}")
+            raise ArgumentError(f"need num_samples >= 2 and every_n_epochs >= 1; got {num_samples}, {every_n_epochs}")
         self.num_samples, self.every_n_epochs, self.seed = num_samples, every_n_epochs, seed
         self.last: dict[str, float] = {}
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from flowbridge.errors import ArgumentError, FlowbridgeError
 
 # Packages whose modules a checkpoint may name (imported before resolving its class).
 MODULE_PACKAGES = ("flowbridge.training", "flowbridge.bfn.module", "flowbridge.bridges.lightning")
@@ -23,7 +24,7 @@ MODULE_PACKAGES = ("flowbridge.training", "flowbridge.bfn.module", "flowbridge.b
 DATA_PACKAGES = ("flowbridge.training", "flowbridge.bfn.text", "flowbridge.bridges.lightning")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FlowbridgeError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
@@ -92,7 +93,7 @@ def load(
     """
     path = Path(ckpt)
     if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw'; got {weights!r}")
+        raise ArgumentError(f"weights must be 'ema' or 'raw'; got {weights!r}")
     data, checkpoint = read_checkpoint(path)
     cls = _module_class(path, checkpoint)
     missing = [k for k in (checkpoint.get("flowbridge") or {}).get("missing_arguments", []) if k not in arguments]

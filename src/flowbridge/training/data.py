@@ -19,12 +19,9 @@ import torch
 from torch import Tensor
 
 from flowbridge.analytic import GaussianMixture
+from flowbridge.errors import ArgumentError, DataError
 from flowbridge.training.streams import BatchStream, DataBatch, PredictStream
 from flowbridge.training.toy2d import TOY2D, sample_toy2d
-
-
-class DataError(ValueError):
-    """Training data that cannot be used; the message names the file or set and the problem."""
 
 
 @dataclass
@@ -105,7 +102,7 @@ class GenerativeDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 256, seed: int = 0, predict_samples: int = 2000) -> None:
         super().__init__()
         if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+            raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
         self.batch_size, self.seed, self.predict_samples = batch_size, int(seed), int(predict_samples)
         self.splits: DataSplits | None = None
         self._train_stream: BatchStream | None = None
@@ -230,9 +227,9 @@ def _sample_count(value: object, name: str) -> int:
     names the argument instead of the split it produced.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= 2 (a number of samples); got {value!r}")
+        raise ArgumentError(f"{name} must be an integer >= 2 (a number of samples); got {value!r}")
     if value < 2:
-        raise ValueError(f"{name} must be an integer >= 2 (a number of samples); got {value}")
+        raise ArgumentError(f"{name} must be an integer >= 2 (a number of samples); got {value}")
     return int(value)
 
 
@@ -259,7 +256,7 @@ class Toy2D(GenerativeDataModule):
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
         if name not in TOY2D:
-            raise ValueError(f"unknown toy data set {name!r}; known toy data sets: {', '.join(sorted(TOY2D))}")
+            raise ArgumentError(f"unknown toy data set {name!r}; known toy data sets: {', '.join(sorted(TOY2D))}")
         self.set_name, self.n, self.val_size = name, _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
     @property
@@ -305,19 +302,19 @@ class Mixture(GenerativeDataModule):
         if means is not None:
             m = torch.tensor(means, dtype=torch.float64)
             if m.ndim != 2:
-                raise ValueError(f"means must be a (K, dim) list of lists; got shape {tuple(m.shape)}")
+                raise ArgumentError(f"means must be a (K, dim) list of lists; got shape {tuple(m.shape)}")
         else:
             if dim < 2 or components < 1:
-                raise ValueError(f"the default ring needs dim >= 2 and components >= 1; got dim={dim}, components={components}")
+                raise ArgumentError(f"the default ring needs dim >= 2 and components >= 1; got dim={dim}, components={components}")
             angle = torch.arange(components, dtype=torch.float64) * (2 * math.pi / components)
             m = torch.zeros(components, dim, dtype=torch.float64)
             m[:, 0], m[:, 1] = radius * torch.cos(angle), radius * torch.sin(angle)
         k = m.shape[0]
         w = torch.ones(k, dtype=torch.float64) if weights is None else torch.tensor(weights, dtype=torch.float64)
         if w.shape != (k,) or not bool((w > 0).all()):
-            raise ValueError(f"weights must be {k} positive numbers; got {weights}")
+            raise ArgumentError(f"weights must be {k} positive numbers; got {weights}")
         if not std > 0:
-            raise ValueError(f"std must be > 0; got {std}")
+            raise ArgumentError(f"std must be > 0; got {std}")
         self.mixture = GaussianMixture(w / w.sum(), m, torch.full((k,), float(std) ** 2, dtype=torch.float64))
         self.n, self.val_size = _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
@@ -360,7 +357,7 @@ class Digits(GenerativeDataModule):
         x = torch.from_numpy(bunch.data.astype(np.float32)).reshape(-1, 1, 8, 8) / 8.0 - 1.0
         y = torch.from_numpy(bunch.target.astype(np.int64))
         if self.val_size > x.shape[0] - 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"val_size={self.val_size} leaves fewer than 2 of the {x.shape[0]} digits available for training; "
                 f"need 2 <= val_size <= {x.shape[0] - 2}"
             )
@@ -422,7 +419,7 @@ class TensorFile(GenerativeDataModule):
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+            raise ArgumentError(f"val_fraction must lie in (0, 1); got {val_fraction}")
         self.path, self.labels_path, self.source_path = str(path), labels, source
         self.expected_shape = tuple(event_shape) if event_shape is not None else None
         self.val_fraction = float(val_fraction)
@@ -478,7 +475,7 @@ class PairedToy(GenerativeDataModule):
         self.save_hyperparameters()
         for role, value in (("source", source), ("target", target)):
             if value not in TOY2D:
-                raise ValueError(f"unknown toy data set {value!r} for {role}; known toy data sets: {', '.join(sorted(TOY2D))}")
+                raise ArgumentError(f"unknown toy data set {value!r} for {role}; known toy data sets: {', '.join(sorted(TOY2D))}")
         self.source_name, self.target_name = source, target
         self.n, self.val_size = _sample_count(n, "n"), _sample_count(val_size, "val_size")
 
@@ -526,11 +523,11 @@ class ImageFolder(GenerativeDataModule):
         super().__init__(batch_size, seed, predict_samples)
         self.save_hyperparameters()
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB); got {channels!r}")
+            raise ArgumentError(f"channels must be 1 (greyscale) or 3 (RGB); got {channels!r}")
         if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be a positive integer or None; got {image_size!r}")
+            raise ArgumentError(f"image_size must be a positive integer or None; got {image_size!r}")
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+            raise ArgumentError(f"val_fraction must lie in (0, 1); got {val_fraction}")
         self.root, self.image_size, self.channels, self.val_fraction = str(root), image_size, channels, float(val_fraction)
         self.class_names: list[str] = []
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from flowbridge.errors import ArgumentError
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -45,7 +46,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     (Karras et al. 2024, appendix C.2).
     """
     if isinstance(sigma_rel, bool) or not isinstance(sigma_rel, numbers.Real) or not 0.0 < float(sigma_rel) < math.sqrt(1 / 12):
-        raise ValueError(f"sigma_rel must lie in (0, {math.sqrt(1 / 12):.4f}) (a width relative to the run); got {sigma_rel!r}")
+        raise ArgumentError(f"sigma_rel must lie in (0, {math.sqrt(1 / 12):.4f}) (a width relative to the run); got {sigma_rel!r}")
     t = float(sigma_rel) ** -2
     roots = np.roots([1.0, 7.0, 16.0 - t, 12.0 - t])
     return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
@@ -63,7 +64,7 @@ class EMA(pl.Callback):
 
     def __init__(self, sigma_rel: float = 0.1, update_every_n_steps: int = 1) -> None:
         if isinstance(update_every_n_steps, bool) or not isinstance(update_every_n_steps, int) or update_every_n_steps < 1:
-            raise ValueError(f"update_every_n_steps must be a positive integer; got {update_every_n_steps!r}")
+            raise ArgumentError(f"update_every_n_steps must be a positive integer; got {update_every_n_steps!r}")
         self.gamma = sigma_rel_to_gamma(sigma_rel)  # validates sigma_rel
         self.sigma_rel = float(sigma_rel)
         self.update_every_n_steps = update_every_n_steps

@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flowbridge.errors import ArgumentError
 
 
 class TrainingInterrupted(Exception):
@@ -58,7 +59,7 @@ class SaveOnInterrupt(pl.Callback):
 
     def __init__(self, check_every_n_steps: int = 16) -> None:
         if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be a positive integer; got {check_every_n_steps!r}")
+            raise ArgumentError(f"check_every_n_steps must be a positive integer; got {check_every_n_steps!r}")
         self.check_every_n_steps = check_every_n_steps
         self.requested: int | None = None
         self.previous: dict[int, Any] = {}

@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from flowbridge.couplings import Coupling, IndependentCoupling, PairedCoupling
+from flowbridge.errors import ArgumentError
 from flowbridge.fields import CFGField, Field, InterpolantField, NetworkField
 from flowbridge.fields.edm import EDMPreconditioner
 from flowbridge.objectives import InterpolantObjective, Objective
@@ -91,28 +92,28 @@ class GenerativeModule(FlowbridgeModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, sampler=sampler, seed=seed)
         self.save_config()
         if not isinstance(net, nn.Module):
-            raise TypeError(f"net must be a torch.nn.Module; got {type(net).__name__}")
+            raise ArgumentError(f"net must be a torch.nn.Module; got {type(net).__name__}")
         if not isinstance(path, (GaussianPath, StochasticInterpolant)):
-            raise TypeError(f"path must be a GaussianPath or a StochasticInterpolant; got {type(path).__name__}")
+            raise ArgumentError(f"path must be a GaussianPath or a StochasticInterpolant; got {type(path).__name__}")
         if preconditioning not in PRECONDITIONINGS:
-            raise ValueError(f"unknown preconditioning {preconditioning!r}; known: {', '.join(PRECONDITIONINGS)}")
+            raise ArgumentError(f"unknown preconditioning {preconditioning!r}; known: {', '.join(PRECONDITIONINGS)}")
         if not 0.0 <= label_dropout < 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1); got {label_dropout}")
+            raise ArgumentError(f"label_dropout must lie in [0, 1); got {label_dropout}")
         check_parametrisation(parametrisation)
         self.path = path
         self.objective = objective(path)
         is_interpolant = isinstance(path, StochasticInterpolant)
         if is_interpolant != isinstance(self.objective, InterpolantObjective):
-            raise TypeError(
+            raise ArgumentError(
                 f"objective {type(self.objective).__name__} does not fit path {type(path).__name__}: a "
                 "StochasticInterpolant trains with InterpolantObjective, a GaussianPath with FlowMatching or "
                 "DenoisingScoreMatching"
             )
         if denoiser is not None and not is_interpolant:
-            raise TypeError("denoiser is only used with a StochasticInterpolant path")
+            raise ArgumentError("denoiser is only used with a StochasticInterpolant path")
         if preconditioning == "edm":
             if is_interpolant:
-                raise TypeError("preconditioning='edm' needs a GaussianPath")
+                raise ArgumentError("preconditioning='edm' needs a GaussianPath")
             net = EDMPreconditioner(net, path, sigma_data)
             parametrisation = "data"
         self.net = net
@@ -122,7 +123,7 @@ class GenerativeModule(FlowbridgeModule):
         self.time_sampler = time_sampler if time_sampler is not None else UniformTime()
         self.label_dropout = float(label_dropout)
         if self.label_dropout > 0 and self.null_label is None:
-            raise ValueError("label_dropout > 0 needs a class-conditional net (num_classes set)")
+            raise ArgumentError("label_dropout > 0 needs a class-conditional net (num_classes set)")
 
     # ------------------------------------------------------------------------------------------
     # what the model is
@@ -152,7 +153,7 @@ class GenerativeModule(FlowbridgeModule):
         if labels is None or guidance == 1.0:
             return self.field(labels)
         if self.null_label is None:
-            raise ValueError("classifier-free guidance needs a class-conditional net")
+            raise ArgumentError("classifier-free guidance needs a class-conditional net")
         null = torch.full_like(labels, self.null_label)
         return CFGField(self.field(labels), self.field(null), guidance)
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar
 
+from flowbridge.errors import ArgumentError
 
 
 def format_seconds(seconds: float) -> str:
@@ -49,9 +50,9 @@ class LogProgress(ProgressBar):
     def __init__(self, every_fraction: float = 0.1, every_seconds: float = 60.0, stream: IO[str] | None = None) -> None:
         super().__init__()
         if not 0 < every_fraction <= 1:
-            raise ValueError(f"every_fraction must lie in (0, 1]; got {every_fraction}")
+            raise ArgumentError(f"every_fraction must lie in (0, 1]; got {every_fraction}")
         if not every_seconds > 0:
-            raise ValueError(f"every_seconds must be > 0; got {every_seconds}")
+            raise ArgumentError(f"every_seconds must be > 0; got {every_seconds}")
         self.every_fraction, self.every_seconds = float(every_fraction), float(every_seconds)
         self.stream = stream
         self.enabled = True

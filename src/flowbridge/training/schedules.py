@@ -24,13 +24,14 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from flowbridge.errors import ArgumentError
 
 
 def _count(value: object, name: str, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+        raise ArgumentError(f"{name} must be a non-negative integer; got {value!r}")
     return int(value)
 
 
@@ -89,7 +90,7 @@ class CosineLR(RunLengthSchedule):
         last_epoch: int = -1,
     ) -> None:
         if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real) or not 0.0 <= float(eta_min) < math.inf:
-            raise ValueError(f"eta_min must be a finite number >= 0; got {eta_min!r}")
+            raise ArgumentError(f"eta_min must be a finite number >= 0; got {eta_min!r}")
         self.eta_min = float(eta_min)
         self.warmup_steps = _count(warmup_steps, "warmup_steps")
         super().__init__(optimizer, total_steps, last_epoch)
@@ -97,7 +98,7 @@ class CosineLR(RunLengthSchedule):
 
     def check_length(self) -> None:
         if self.total_steps is not None and self.total_steps <= self.warmup_steps:
-            raise ValueError(f"the run has {self.total_steps} steps, which leaves no room after warmup_steps={self.warmup_steps}")
+            raise ArgumentError(f"the run has {self.total_steps} steps, which leaves no room after warmup_steps={self.warmup_steps}")
 
     def factor(self, step: int, base_lr: float) -> float:
         w = self.warmup_steps

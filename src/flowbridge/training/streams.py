@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbridge.errors import ArgumentError
+
 
 @dataclass
 class DataBatch:
@@ -123,13 +125,13 @@ class BatchStream:
         world_size: int = 1,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-            raise TypeError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+            raise ArgumentError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+            raise ArgumentError(f"batch_size must be at least 1; got {batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
+            raise ArgumentError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
         if source is not None and not independent_source and source.shape[0] != target.shape[0]:
-            raise ValueError(f"paired source must have as many rows as target; got {source.shape[0]} and {target.shape[0]}")
+            raise ArgumentError(f"paired source must have as many rows as target; got {source.shape[0]} and {target.shape[0]}")
         self.target, self.label, self.source = target, label, source
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.independent_source, self.shuffle, self.drop_last = independent_source, shuffle, drop_last
@@ -142,7 +144,7 @@ class BatchStream:
         self.num_rows = n
         self._len = n // global_batch if drop_last else -(-n // global_batch)
         if self._len == 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"{n} samples give no complete batch of {self.batch_size} x {world_size} ranks; lower batch_size"
             )
 
@@ -203,7 +205,7 @@ class PredictStream:
 
     def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
         if num_samples < 1 or batch_size < 1:
-            raise ValueError(f"num_samples and batch_size must be positive; got {num_samples}, {batch_size}")
+            raise ArgumentError(f"num_samples and batch_size must be positive; got {num_samples}, {batch_size}")
         self.num_samples, self.batch_size, self.rank, self.world_size = num_samples, batch_size, rank, world_size
         blocks = -(-num_samples // batch_size)
         self._blocks = list(range(rank, blocks, world_size))

@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 
+from flowbridge.errors import ArgumentError
 
 #: Forward-pass work per extra thread. Measured on the recipes (2 cores): the MLP of fm_moons
 #: (0.11 GFLOP per batch) runs fastest on one thread, the UNet of ddpm_digits (2.0 GFLOP) 1.7x faster
@@ -78,7 +79,7 @@ class IntraOpThreads(pl.Callback):
 
     def __init__(self, threads: int | None = None, verbose: bool = False) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None (automatic); got {threads!r}")
+            raise ArgumentError(f"threads must be a positive integer or None (automatic); got {threads!r}")
         self.threads, self.verbose = threads, verbose
         #: What was chosen and why (for the command's summary line), set at setup.
         self.chosen: int | None = None

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from flowbridge._utils import finite_number as _finite_number
+from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.paths.interpolant import StochasticInterpolant
 from flowbridge.random import RandomSource, rand, randn
@@ -28,11 +29,11 @@ def time_range(path: Path | None, margin: float) -> tuple[float, float]:
     """
     margin = _finite_number(margin, "margin")
     if margin < 0:
-        raise ValueError(f"margin must be >= 0 (a negative margin leaves the path's time interval); got {margin}")
+        raise ArgumentError(f"margin must be >= 0 (a negative margin leaves the path's time interval); got {margin}")
     t_min, t_max = (path.t_min, path.t_max) if path is not None else (0.0, 1.0)
     lo, hi = t_min + margin, t_max - margin
     if not lo < hi:
-        raise ValueError(f"margin={margin} leaves no room inside the path's time interval [{t_min}, {t_max}]")
+        raise ArgumentError(f"margin={margin} leaves no room inside the path's time interval [{t_min}, {t_max}]")
     return lo, hi
 
 
@@ -45,7 +46,7 @@ class TimeSampler(ABC):
 
     def __init__(self, margin: float = 0.0) -> None:
         if not 0.0 <= margin < 0.5:
-            raise ValueError(f"margin must lie in [0, 0.5); got {margin}")
+            raise ArgumentError(f"margin must lie in [0, 0.5); got {margin}")
         self.margin = float(margin)
 
     @abstractmethod
@@ -109,7 +110,7 @@ class LogNormalNoiseTime(TimeSampler):
         self, n: int, path: Path | None, *, generator: RandomSource, device: torch.device, dtype: torch.dtype
     ) -> Tensor:
         if not isinstance(path, GaussianPath):
-            raise TypeError(f"LogNormalNoiseTime needs a GaussianPath (noise levels); got {type(path).__name__}")
+            raise ArgumentError(f"LogNormalNoiseTime needs a GaussianPath (noise levels); got {type(path).__name__}")
         lo, hi = time_range(path, self.margin)
         log_sigma_bar = self.p_mean + self.p_std * randn((n,), generator=generator, dtype=dtype, device=device)
         t = path.schedule.inverse_log_snr(-log_sigma_bar)

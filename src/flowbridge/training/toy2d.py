@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from flowbridge._utils import registry_error
+from flowbridge.errors import ArgumentError
 
 
 def _uniform(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -91,6 +92,6 @@ def sample_toy2d(name: str, n: int, *, generator: torch.Generator) -> Tensor:
     if name not in TOY2D:
         raise registry_error("toy data set", name, list(TOY2D))
     if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be a positive integer; got {n!r}")
+        raise ArgumentError(f"n must be a positive integer; got {n!r}")
     x = TOY2D[name](n, generator)
     return x[torch.randperm(n, generator=generator)]
