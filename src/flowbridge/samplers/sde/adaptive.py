@@ -205,7 +205,7 @@ def check_drift_on_span(field: Field, t_start: float, t_end: float, noise_scale:
         v = path.schedule(times)
         coefficients = torch.stack((v.alpha, v.sigma, v.d_alpha, v.d_sigma))
         schedule_ok = torch.isfinite(coefficients).all(0) & (v.sigma > 0)
-        what = torch.where(good & ~schedule_ok, 2, what)  # 2: the score coefficient 1/sigma
+        what = torch.where(~schedule_ok, 2, what)  # 2: the score coefficient 1/sigma (the cause of a NaN eps too)
         good &= schedule_ok
     if bool(good.all()):
         if bool((levels < 0).any()):
@@ -258,9 +258,9 @@ class AdaptiveSDE(Solver[None]):
     nfe_per_step = 0
 
     def __init__(
-        self, atol: float = 0.0078, rtol: float = 0.01, noise_scale: float = 1.0, eps: EpsFn | None = None,
-        h_init: float = 0.01, safety: float = 0.9, exponent: float = 0.9, max_attempts: int = 100_000,
-        bridge_depth: int = 8, check_every: int = 32,
+        self, atol: float = 0.0078, rtol: float = 0.05, noise_scale: float = 1.0, eps: EpsFn | None = None,
+        h_init: float = 0.01, safety: float = 0.8, exponent: float = 0.5, max_attempts: int = 100_000,
+        bridge_depth: int = 8, check_every: int = 8,
     ) -> None:
         for label, value in (("atol", atol), ("rtol", rtol), ("h_init", h_init), ("safety", safety), ("exponent", exponent)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
