@@ -110,6 +110,8 @@ def section_curves(args: argparse.Namespace) -> list[str]:
         curve: dict[str, list[tuple[int, float]]] = {}
         times: dict[tuple[str, int], float] = {}
         for solver, step_list in curves(args.quick).items():
+            if args.curve_solvers and solver not in (*args.curve_solvers, "euler_maruyama"):
+                continue
             for steps in step_list:
                 out, elapsed = run(field, solver, steps, d)
                 rep = quality(gm, out.x)
@@ -153,6 +155,8 @@ def section_curves(args: argparse.Namespace) -> list[str]:
                   "| backend | native | steps | backend time / native time |", "|---|---|---|---|"]
         for backend, native in (("torchsde:euler", "euler_maruyama"), ("torchsde:srk", "euler_maruyama"),
                                 ("torchsde:reversible_heun", "euler_maruyama")):
+            if args.curve_solvers and backend not in args.curve_solvers:
+                continue
             steps = 100
             t_native = min(run(field, native, steps, d)[1] for _ in range(2))
             t_backend = min(run(field, backend, steps, d)[1] for _ in range(2))
@@ -296,6 +300,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--sections", nargs="+", choices=["curves", "defaults", "speed"], default=["curves", "defaults", "speed"])
+    parser.add_argument("--curve-solvers", nargs="+", default=None,
+                        help="only these solvers in the curves section (euler_maruyama and adaptive_sde always run)")
     parser.add_argument("--device", default="cpu", help="device of the speed section (cpu or cuda)")
     parser.add_argument("--batches", type=int, nargs="+", default=[8192, 512], help="batch sizes of the speed section")
     parser.add_argument("--out", default=str(ROOT / "experiments/results/sde.md"))

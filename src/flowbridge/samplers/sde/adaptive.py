@@ -62,6 +62,7 @@ from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
     check_eps_callable,
+    check_levels,
     check_noise_scale,
     check_score_field,
     eps_at,
@@ -72,6 +73,8 @@ from flowbridge.samplers.sde.common import (
 _MIN_ERROR = 1e-10
 # Ticks of the solver's clock in the span (exact integers in float32 and wider).
 _TICKS = float(2**24)
+# Intervals of the default diffusion level's table (2^12: 2^12 ticks each).
+_LEVEL_NODES = 2**12
 # Points of the closed span at which the drift's coefficients are checked before the loop.
 _SPAN_CHECK_POINTS = 1001
 
@@ -284,10 +287,36 @@ class AdaptiveSDE(Solver[None]):
     def step(self, field: Field, x: Tensor, state: None, i: int, *, generator: RandomSource = None) -> tuple[Tensor, None]:
         raise NotImplementedError(f"{self.name!r} is adaptive: call solve(), it has no fixed steps")
 
-    def _levels(self, field: Field, times: Tensor, tick: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _level_table(self, field: Field, t_start: float, t_end: float, like: Tensor) -> Tensor | None:
+        """The default diffusion level at the span's ``_LEVEL_NODES + 1`` nodes, as (nodes, 2) pairs
+        (left, right) on the state's device; ``None`` for a user ``eps``, which is called as given."""
+        if self.eps is not None:
+            return None
+        nodes = torch.linspace(t_start, t_end, _LEVEL_NODES + 1, dtype=torch.float64)
+        levels = eps_at(field, nodes, self.noise_scale, None)
+        check_levels(levels, nodes, self.name)
+        return torch.stack((levels[:-1], levels[1:]), 1).to(device=like.device, dtype=torch.promote_types(like.dtype, torch.float32))
+
+    def _levels(
+        self, field: Field, ticks: Tensor, times: Tensor, table: Tensor | None, tick: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """:math:`\\epsilon` and :math:`g\\sqrt{\\text{tick}} = \\sqrt{2\\epsilon\\,\\text{tick}}` at both stage
-        times ``times = (t, t + h)`` (2B,), in one evaluation of the schedule."""
-        eps = eps_at(field, times, self.noise_scale, self.eps)
+        times (``ticks`` and ``times`` (2B,): the current ones, then the proposed ones).
+
+        The default level is interpolated linearly between the table's nodes (whole numbers of
+        ticks apart, so node and weight are exact). The marginals of the SDE hold for every
+        :math:`\\epsilon \\ge 0`, and the same interpolated :math:`\\epsilon` enters the drift and the
+        noise: this samples exactly an SDE whose level differs from the default by the
+        interpolation error, at 8 tensor operations instead of the schedule's ~25.
+        """
+        if table is None:
+            eps = eps_at(field, times, self.noise_scale, self.eps)
+        else:
+            position = ticks * (_LEVEL_NODES / _TICKS)
+            node = position.floor().clamp_(max=_LEVEL_NODES - 1)
+            weight = position - node
+            left, right = table.index_select(0, node.long()).unbind(1)
+            eps = torch.lerp(left, right, weight)
         eps_t, eps_tau = eps.chunk(2)
         g_t, g_tau = eps.mul(2 * tick).sqrt_().chunk(2)
         return eps_t, eps_tau, g_t, g_tau
@@ -300,6 +329,7 @@ class AdaptiveSDE(Solver[None]):
         if not t_end > t_start:
             raise ValueError(f"{self.name}: need t_end > t_start; got {t_start}, {t_end}")
         check_drift_on_span(field, t_start, t_end, self.noise_scale, self.eps, self.name)
+        table = self._level_table(field, t_start, t_end, x)
         batch, device = x.shape[0], x.device
         # The clock counts ticks of tick = span / 2^24, held as integers in floating point (exact in
         # float32 and wider). Proposed steps are rounded down to whole ticks, so that a rounding
@@ -330,13 +360,15 @@ class AdaptiveSDE(Solver[None]):
             for _ in range(budget):
                 k = knots.t
                 running = k < _TICKS
-                tau = (k + h.clamp(1, _TICKS).floor_()).clamp_(max=_TICKS)  # the last step lands on the end
+                # Whole ticks, at least one; a NaN h (a failed sample, stopped at the next check) steps one.
+                tau = (k + h.clamp(1, _TICKS).nan_to_num_(1.0).floor_()).clamp_(max=_TICKS)  # the last step lands on the end
                 step = tau - k
                 w_tau = knots.at(tau, randn_like(x, generator=generator))
                 dw = w_tau - knots.w  # in tick units: g is scaled by sqrt(tick) instead
-                times = torch.cat((k, tau)).mul_(tick).add_(t_start).clamp_(max=t_end)
+                ticks = torch.cat((k, tau))
+                times = ticks.mul(tick).add_(t_start).clamp_(max=t_end)
                 t, t_tau = times.chunk(2)
-                eps_t, eps_tau, g_t, g_tau = self._levels(field, times, tick)
+                eps_t, eps_tau, g_t, g_tau = self._levels(field, ticks, times, table, tick)
                 step_x = expand_like(step, x).to(x.dtype)
                 k1 = torch.addcmul(expand_like(g_t, x).to(x.dtype) * dw, step_x, field.sde_drift(x, t, expand_like(eps_t, x)), value=tick)
                 x_em = x + k1
