@@ -227,7 +227,11 @@ def section_defaults(args: argparse.Namespace) -> list[str]:
     lines += ["", "EM's NFE for the same spread bias (log-log interpolation of EM's bias over its NFE; "
               "biases within ~2 standard errors of 0 are not resolved):", "",
               "| adaptive_sde | batch NFE | spread bias | EM NFE for that bias | EM NFE / adaptive batch NFE |", "|---|---|---|---|---|"]
+    worst = max(b for _, b in em)
     for label, nfe, bias in adaptive:
+        if bias >= worst:  # worse than EM's coarsest grid: EM needs fewer than that many steps
+            lines.append(f"| {label} | {nfe} | {100 * bias:+.2f}% | < {em[0][0]} | < {em[0][0] / nfe:.2f} |")
+            continue
         em_nfe = em_nfe_for(bias, [(s, b) for s, b in em if b > 0]) if bias > 0 else math.inf
         lines.append(f"| {label} | {nfe} | {100 * bias:+.2f}% | {em_nfe:.0f} | {em_nfe / nfe:.2f} |")
     lines.append("")
