@@ -88,7 +88,9 @@ def test_same_seed_same_samples(solver):
 @pytest.mark.parametrize("solver", ["euler_maruyama", "ddpm_ancestral", "dpmpp_2m_sde", "edm_stochastic", "adaptive_sde"])
 def test_per_sample_seeds_do_not_depend_on_batch(solver):
     # adaptive_sde included: a sample consumes one draw per attempt until it is done, so its
-    # stream is used the same way whatever its batch.
+    # stream is used the same way whatever its batch, and its clock in whole ticks keeps rounding
+    # differences from changing its steps (tests/samplers/test_sde_adaptive.py checks that its
+    # accept/reject decisions are identical across batches and under ulp-level noise).
     field = _vp_field()
     seeds = list(range(100, 164))
     big = fb.sample(field, solver, 20, shape=(64, 2), seeds=seeds, dtype=torch.float64).x

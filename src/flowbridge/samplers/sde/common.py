@@ -83,8 +83,10 @@ def check_score_field(field: Field, solver: str) -> None:
 def natural_eps(field: Field, t: Tensor) -> Tensor:
     r""":math:`\epsilon(t) = \sigma(t)^2\,\dot\lambda(t)`, the diffusion level of the forward noising."""
     check_field(field)
-    sched = field.gaussian_path.schedule
-    return sched(t).sigma ** 2 * sched.d_log_snr(t)
+    v = field.gaussian_path.schedule(t)
+    # lambda' = alpha'/alpha - sigma'/sigma from the same values: one schedule evaluation, not two
+    # (adaptive_sde evaluates this at every attempt).
+    return v.sigma**2 * (v.d_alpha / v.alpha - v.d_sigma / v.sigma)
 
 
 def default_eps(field: Field, t: Tensor) -> Tensor:
