@@ -136,7 +136,7 @@ def continuous_part(quick: bool) -> list[str]:
 
 def load_bfn_module(recipe: str) -> BFNModule:
     """The recipe's module with the weights (EMA, as saved) of its last checkpoint."""
-    from flowbridge.bfn.cli import build_cli
+    from flowbridge.cli import build_cli
 
     ckpt = ROOT / f"outputs/{recipe}/checkpoints/last.ckpt"
     if not ckpt.is_file():

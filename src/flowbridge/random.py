@@ -261,7 +261,7 @@ def noise_source(generator: RandomSource = None, seeds: Sequence[int] | None = N
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ArgumentError(f"seed must be an integer; got {type(seed).__name__}")
         if batch is None:
-            raise ArgumentError("seed= needs the number of samples")
+            raise ArgumentError("seed= needs the number of samples: pass batch=")
         return SeedNoise(index_seeds(seed, 0, batch))
     if seeds is not None:
         source = seeds if isinstance(seeds, SeedNoise) else SeedNoise(list(seeds) if not isinstance(seeds, Tensor) else seeds)
@@ -275,6 +275,16 @@ def noise_source(generator: RandomSource = None, seeds: Sequence[int] | None = N
     return as_noise_source(generator)
 
 
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ArgumentError(f"shape must be a sequence of non-negative integers; got {shape!r}") from None
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise ArgumentError(f"shape must be a sequence of non-negative integers; got {shape!r}")
+    return dims
+
+
 def randn(
     shape: Sequence[int], *, generator: RandomSource = None, dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -282,7 +292,7 @@ def randn(
     """Standard normal draws of ``shape`` from ``generator`` (a Generator, a NoiseSource or None)."""
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return as_noise_source(generator).normal(shape, dtype=dtype, device=device)
+    return as_noise_source(generator).normal(_check_shape(shape), dtype=dtype, device=device)
 
 
 def rand(
@@ -292,11 +302,13 @@ def rand(
     """Uniform [0, 1) draws, with the same device rules as :func:`randn`."""
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return as_noise_source(generator).uniform(shape, dtype=dtype, device=device)
+    return as_noise_source(generator).uniform(_check_shape(shape), dtype=dtype, device=device)
 
 
 def randn_like(x: Tensor, *, generator: RandomSource = None) -> Tensor:
     """Standard normal noise shaped like ``x`` (device and dtype from ``x``)."""
+    if not isinstance(x, Tensor):
+        raise ArgumentError(f"x must be a tensor; got {type(x).__name__}")
     return randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
@@ -306,6 +318,11 @@ def index_seeds(seed: int, start: int, stop: int) -> list[int]:
     Each index gets its own stream (splitmix64 of ``(seed, index)``), so sample ``i`` is the same
     whichever chunk, batch size, process or device draws it.
     """
+    for name, value in (("seed", seed), ("start", start), ("stop", stop)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentError(f"{name} must be an integer; got {type(value).__name__}")
+    if not 0 <= start <= stop:
+        raise ArgumentError(f"index_seeds needs 0 <= start <= stop; got start={start}, stop={stop}")
     mask = (1 << 64) - 1
     out = []
     for i in range(start, stop):

@@ -29,7 +29,7 @@ def test_continuous_recipe_builds_under_flowbridge_fit() -> None:
     ],
 )
 def test_bfn_recipes_build(recipe: str, kind: type, transform: str) -> None:
-    from flowbridge.bfn.cli import build_cli
+    from flowbridge.cli import build_cli
 
     cli = build_cli(["--config", str(ROOT / f"models/{recipe}.yaml")], run=False)
     assert isinstance(cli.model, BFNModule)
@@ -37,7 +37,7 @@ def test_bfn_recipes_build(recipe: str, kind: type, transform: str) -> None:
 
 
 def test_binarized_recipe_fits_a_few_steps_and_samples(tmp_path: Path) -> None:
-    from flowbridge.bfn.cli import build_cli
+    from flowbridge.cli import build_cli
 
     cli = build_cli(
         ["fit", "--config", str(ROOT / "models/bfn_discrete_binarized_digits.yaml"), "--trainer.max_steps=3",

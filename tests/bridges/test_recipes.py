@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from flowbridge.bridges.lightning import DSBMModule, LightSBModule, main
+from flowbridge.bridges.lightning import DSBMModule, LightSBModule
+from flowbridge.cli import build_cli
 from flowbridge.cli import main as flowbridge_main
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -17,7 +18,7 @@ QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--tra
 def test_lightsb_recipe(tmp_path: Path) -> None:
     args = ["fit", "--config", str(MODELS / "lightsb_8gaussians_to_moons.yaml"), "--trainer.max_steps=30",
             f"--trainer.default_root_dir={tmp_path}", *QUIET]
-    cli = main(args)
+    cli = build_cli(args)
     module, data = cli.model, cli.datamodule
     assert isinstance(module, LightSBModule) and cli.trainer.global_step == 30
     # trained from targets: 30 Adam steps lower the LightSB objective below its initial value
@@ -33,7 +34,7 @@ def test_dsbm_recipe(tmp_path: Path) -> None:
     args = ["fit", "--config", str(MODELS / "dsbm_gaussian.yaml"), "--trainer.max_steps=6",
             "--model.init_args.steps_per_iteration=2", "--model.init_args.cache_size=64", "--model.init_args.sde_steps=5",
             f"--trainer.default_root_dir={tmp_path}", *QUIET]
-    cli = main(args)
+    cli = build_cli(args)
     module = cli.model
     assert isinstance(module, DSBMModule)
     # steps 0-1 forward (independent pairs), 2-3 backward, 4-5 forward again

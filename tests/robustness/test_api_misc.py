@@ -131,10 +131,79 @@ def _loglik(**kw):
     return r.log_prob, r.bits_per_dim
 
 
+def _generator_noise(generator):
+    from flowbridge.random import GeneratorNoise
+
+    return GeneratorNoise(generator).normal((2, 3), dtype=torch.float64, device="cpu")
+
+
+def _noise_source(**kw):
+    from flowbridge.random import noise_source
+
+    return noise_source(**kw).normal((3, 2), dtype=torch.float64, device="cpu")
+
+
+def _draw(fn_name: str):
+    def call(**kw):
+        from flowbridge import random
+
+        return getattr(random, fn_name)(**kw)
+
+    return call
+
+
+def _randn_like(x, generator):
+    from flowbridge.random import randn_like
+
+    return randn_like(x, generator=generator)
+
+
+def _torch_generator(generator):
+    from flowbridge.random import torch_generator
+
+    return torch_generator(generator, "the test")
+
+
+def _as_noise_source(generator):
+    from flowbridge.random import as_noise_source
+
+    return as_noise_source(generator).normal((2,), dtype=torch.float64, device="cpu")
+
+
+def _index_seeds(seed, start, stop):
+    from flowbridge.random import index_seeds
+
+    seeds = index_seeds(seed, start, stop)
+    # each index keeps its seed whichever range it is drawn in
+    assert seeds[1:] == index_seeds(seed, start + 1, stop)
+    return seeds
+
+
+def _clipped_defaults() -> dict:
+    from flowbridge import GaussianMixture
+
+    m = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, D, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    return {"inner": m.field("vp"), "clip": (-1.0, 1.0), "percentile": None}
+
+
+def _clipped_field(**kw):
+    from flowbridge.fields import ClippedField
+
+    field = ClippedField(**kw)
+    x = torch.full((2, D), 3.0, dtype=torch.float64)
+    return field.data(x, torch.full((2,), 0.5, dtype=torch.float64))
+
+
+def _clipped(**kw):
+    from flowbridge.fields.clipping import clipped
+
+    return clipped(kw["inner"], kw["clip"], kw["percentile"])
+
+
 def _stacked(**kw):
     from flowbridge import StackedGenerators
 
-    return StackedGenerators(kw["seeds"]).randn((len(kw["seeds"]), 2), dtype=torch.float64, device=torch.device("cpu"))
+    return StackedGenerators(kw["seeds"]).normal((len(kw["seeds"]), 2), dtype=torch.float64, device=torch.device("cpu"))
 
 
 # --- constructors ---------------------------------------------------------------------------
@@ -502,6 +571,25 @@ ENTRIES = (
     case("flowbridge.log_likelihood", _loglik, lambda: {"x": torch.zeros(2, D, dtype=torch.float64), "t_span": None},
          {"x": [None, _t(0.0, 1.0, 2.0), _t([NAN, 0.0])], "t_span": [(0.5, 0.5), (-0.5, 1.0), (0.5,)]},
          names={"t_span": ("t_", "[0, 1]", "span", "pair"), "x": ("finite", "features")}),
+    case("flowbridge.random.GeneratorNoise", _generator_noise, lambda: {"generator": _g()}, {"generator": [3, "seed", [1]]}),
+    case("flowbridge.random.noise_source", _noise_source, lambda: {"seed": 3, "batch": 3},
+         {"seed": ["3", 1.5, True], "batch": [None], "seeds": [[1, 2], ["a", "b", "c"]], "generator": [3, "g"]}),
+    case("flowbridge.random.randn", _draw("randn"), lambda: {"shape": (2, 3), "generator": _g()},
+         {"shape": [(-1, 2), "ab", None], "generator": [3]}),
+    case("flowbridge.random.rand", _draw("rand"), lambda: {"shape": (2, 3), "generator": _g()},
+         {"shape": [(-1, 2), "ab", None], "generator": [3]}),
+    case("flowbridge.random.randn_like", _randn_like, lambda: {"x": torch.zeros(2, 3), "generator": _g()},
+         {"x": [None, [1.0]], "generator": [3]}),
+    case("flowbridge.random.torch_generator", _torch_generator, lambda: {"generator": _g()}, {"generator": [3, "g"]}),
+    case("flowbridge.random.as_noise_source", _as_noise_source, lambda: {"generator": _g()}, {"generator": [3, "g"]}),
+    case("flowbridge.random.index_seeds", _index_seeds, lambda: {"seed": 3, "start": 0, "stop": 4},
+         {"seed": ["3", None], "start": ["0", None, -1, 9]}),
+    case("flowbridge.fields.ClippedField", _clipped_field, _clipped_defaults,
+         {"clip": [(1.0, -1.0), (NAN, 1.0), "ab", None], "percentile": [0.0, 1.5, NAN, "0.9"], "inner": [None, 3]},
+         names={"inner": ("field",)}),
+    case("flowbridge.fields.clipping.clipped", _clipped, _clipped_defaults,
+         {"clip": [(1.0, -1.0), (NAN, 1.0), "ab"], "percentile": [0.0, 1.5, NAN], "inner": [None, 3]},
+         names={"inner": ("field",)}),
     case("flowbridge.StackedGenerators", _stacked, lambda: {"seeds": [1, 2, 3]}, {"seeds": [[], None, ["a"], [1.5]]}),
     # fields, nets, solver options
     case("flowbridge.CFGField", _field_ctor("CFGField"), _field_defaults, {"w": [NAN, INF, "2"], "inner": [None, 3]},

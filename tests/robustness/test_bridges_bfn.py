@@ -204,7 +204,7 @@ def _bfn_loss(kind: str):
 
 def _bfn_sample(i: dict):
     b = _bfn("continuous")
-    return b.sample(bfn_net(), (3, i["dim"]), i["steps"], generator=_gen(), dtype=torch.float64).x
+    return b.sample(bfn_net(), "dpmpp_2m", i["steps"], shape=(3, i["dim"]), generator=_gen(), dtype=torch.float64).x
 
 
 def _discrete(i: dict):

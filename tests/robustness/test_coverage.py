@@ -38,6 +38,7 @@ DATA: dict[str, str] = {
         "flowbridge.samplers.multistep.StepPlan", "flowbridge.samplers.ode.ButcherTableau", "flowbridge.samplers.sde.AdaptiveSDEResult",
         "flowbridge.samplers.sde.euler_maruyama.SDEGridState", "flowbridge.smc.InitialParticles",
         "flowbridge.smc.SMCResult", "flowbridge.smc.StepCoefficients", "flowbridge.training.DataBatch", "flowbridge.training.PredictBatch",
+        "flowbridge.samplers.SamplingResult", "flowbridge.samplers.StepInfo", "flowbridge.samplers.GaussianTransition",
     )},
     # constants
     **{n: "constant" for n in (
@@ -70,6 +71,7 @@ DATA: dict[str, str] = {
         "flowbridge.smc.SMCTarget", "flowbridge.training.TimeSampler", "flowbridge.training.FlowbridgeModule",
         "flowbridge.inverse.Operator",
         "flowbridge.inverse.LinearOperator", "flowbridge.inverse.NoiseModel", "flowbridge.inverse.PosteriorSampler",
+        "flowbridge.random.NoiseSource",
     )},
     # registration decorators
     **{n: "decorator" for n in (
@@ -79,6 +81,7 @@ DATA: dict[str, str] = {
     "flowbridge.scale.ShardRange": "namedtuple",
     "flowbridge.smc": "module",
     "flowbridge.paths.Parametrisation": "type alias",
+    "flowbridge.random.RandomSource": "random source",
 }
 
 
@@ -185,6 +188,10 @@ def check_data(name: str, category: str) -> None:
         assert obj(*range(len(obj._fields))) == tuple(range(len(obj._fields)))
     elif category == "module":
         assert isinstance(obj, types.ModuleType) and obj.__all__
+    elif category == "random source":
+        from flowbridge.random import NoiseSource
+
+        assert set(typing.get_args(obj)) == {torch.Generator, NoiseSource, type(None)}
     elif category == "type alias":
         assert set(typing.get_args(obj)) == set(resolve("flowbridge.paths.PARAMETRISATIONS"))
     else:  # pragma: no cover

@@ -202,7 +202,7 @@ def _kind() -> Kind:
             *_x0,
             *positive_corruptions("steps", integer=True, names=("grid",)),  # helpers take the grid steps makes
             *name_corruptions("solver", "solver"),
-            *name_corruptions("grid", "grid"),
+            *name_corruptions("grid", "grid", none_allowed=True),  # None: the solver's default grid
             *SPANS,
             *API_ONLY,
         ),

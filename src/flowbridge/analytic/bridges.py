@@ -38,7 +38,7 @@ from torch import Tensor
 
 from flowbridge._utils import as_time, check_unit_interval
 from flowbridge.analytic.mixture import GaussianMixture
-from flowbridge.bridges.sde import BridgeField
+from flowbridge.fields.bridge import BridgeField
 from flowbridge.errors import ArgumentError
 from flowbridge.random import RandomSource, rand, randn, randn_like
 

@@ -1,8 +1,8 @@
-"""``python -m flowbridge.bfn fit --config models/bfn_discretized_digits.yaml``."""
+"""``python -m flowbridge.bfn fit --config models/bfn_discretized_digits.yaml``: the same as ``flowbridge fit``."""
 
 import sys
 
-from flowbridge.bfn.cli import main
+from flowbridge.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from flowbridge.bridges.lightsb import check_samples
-from flowbridge.bridges.sde import BridgeField, DriftNetworkField, check_eps
+from flowbridge.bridges.sde import DriftNetworkField
+from flowbridge.fields.bridge import BridgeField, check_eps
 from flowbridge.nets.mlp import MLP
 from flowbridge.random import RandomSource, rand, randn_like
 from flowbridge.samplers.base import SamplingError

@@ -261,19 +261,3 @@ class GaussianPairData(GenerativeDataModule):
             train=draw(self.n, -1.0, 0), val=draw(self.val_size, -1.0, 1),
             train_source=draw(self.n, 1.0, 2), val_source=draw(self.val_size, 1.0, 3),
         )
-
-
-def main(args: list[str] | None = None) -> Any:
-    """``python -m flowbridge.bridges.lightning fit --config models/lightsb_8gaussians_to_moons.yaml``.
-
-    The same as ``flowbridge fit``; returns the ``LightningCLI`` (its ``model`` is the trained module).
-    """
-    import sys
-
-    from flowbridge.cli import build_cli
-
-    return build_cli(list(sys.argv[1:] if args is None else args))
-
-
-if __name__ == "__main__":
-    main()

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from flowbridge._utils import as_time, expand_like
-from flowbridge.bridges.sde import BridgeField, check_eps
 from flowbridge.errors import ArgumentError
+from flowbridge.fields.bridge import BridgeField, check_eps
 from flowbridge.random import RandomSource, rand, randn_like
 from flowbridge.samplers.base import SamplingError
 

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from flowbridge._utils import as_time, expand_like
 from flowbridge.bridges.coupling import LogSinkhornCoupling
 from flowbridge.bridges.lightsb import FitHistory, check_samples
-from flowbridge.bridges.sde import BridgeField, check_eps
 from flowbridge.couplings import CouplingError, MinibatchOTCoupling
 from flowbridge.errors import ArgumentError
+from flowbridge.fields.bridge import BridgeField, check_eps
 from flowbridge.fields.interpolant import InterpolantField
 from flowbridge.nets.mlp import MLP
 from flowbridge.objectives.interpolant import InterpolantObjective

@@ -177,9 +177,9 @@ class FlowPrior(TorchDistribution):
             labels: class labels of a class-conditional model (None: unconditional).
             **kwargs: passed to :class:`FlowPrior` (``solver``, ``steps``, ...).
         """
-        from flowbridge.cli import load_module
+        from flowbridge.training.checkpoints import load
 
-        module = load_module(ckpt, map_location=map_location)
+        module = load(ckpt, map_location)
         module.eval()
         event_shape = kwargs.pop("event_shape", None) or module.event_shape
         if event_shape is None:

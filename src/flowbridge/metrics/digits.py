@@ -56,22 +56,17 @@ class DigitsClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def digits_data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(train images, train labels, held-out images, held-out labels) of :class:`~flowbridge.training.Digits`'s
-    default split, images (N, 1, 8, 8) in [-1, 1]."""
-    from flowbridge.training.data import Digits
+def train_digits_classifier(images: Tensor, labels: Tensor, steps: int = 400, seed: int = 0) -> DigitsClassifier:
+    """Trains the classifier as described in the module docstring (deterministic; a few seconds).
 
-    dm = Digits()
-    dm.setup("fit")
-    s = dm.splits
-    assert s is not None and s.train_label is not None and s.val_label is not None
-    return s.train, s.train_label, s.val, s.val_label
-
-
-def train_digits_classifier(steps: int = 400, seed: int = 0) -> DigitsClassifier:
-    """Trains the classifier as described in the module docstring (deterministic; a few seconds)."""
-    x, y, _, _ = digits_data()
-    x = x.reshape(x.shape[0], -1).double()
+    Args:
+        images: (N, 1, 8, 8) training images in [-1, 1] (the stored weights used the training
+            split of :class:`~flowbridge.training.Digits` with its default seed).
+        labels: (N,) their classes.
+        steps: full-batch Adam steps.
+        seed: seed of the initialisation and of the pixel noise.
+    """
+    x = images.reshape(x.shape[0], -1).double()
     g = torch.Generator().manual_seed(seed)
     net = DigitsClassifier().double()
     with torch.no_grad():

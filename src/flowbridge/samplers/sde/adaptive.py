@@ -60,17 +60,23 @@ attempts, so its result does not depend on its batch beyond the rounding of batc
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from flowbridge._utils import expand_like
+from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn_like
-from flowbridge.samplers.base import SamplingError, SolveResult, Solver, register_solver
+from flowbridge.samplers.base import (
+    Observer,
+    SamplingError,
+    Solver,
+    SolveResult,
+    register_solver,
+)
 from flowbridge.samplers.sde.common import (
     BrownianPath,
     EpsFn,
@@ -226,7 +232,7 @@ def check_drift_on_span(field: Field, t_start: float, t_end: float, noise_scale:
     if bool(good.all()):
         if bool((levels < 0).any()):
             bad = float(times[levels < 0][0])
-            raise ValueError(
+            raise ArgumentError(
                 f"{solver}: the diffusion level eps(t) must be >= 0 everywhere; got eps={float(levels.min()):.3g} "
                 f"(first negative at t={bad:.3g})"
             )
@@ -242,7 +248,7 @@ def check_drift_on_span(field: Field, t_start: float, t_end: float, noise_scale:
     lo = _first_good(grid, ok)
     hi = _first_good(grid[::-1], ok[::-1])
     span = f"t_span=({lo:.6g}, {hi:.6g})" if lo is not None and hi is not None and lo < hi else "another t_span"
-    raise ValueError(
+    raise ArgumentError(
         f"{solver}: {reason} at t={t_bad:.6g}, inside the span ({t_start:.6g}, {t_end:.6g}) whose both ends "
         f"this solver evaluates; use {span} or pass eps=callable"
     )
@@ -280,10 +286,10 @@ class AdaptiveSDE(Solver[None]):
     ) -> None:
         for label, value in (("atol", atol), ("rtol", rtol), ("h_init", h_init), ("safety", safety), ("exponent", exponent)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-                raise ValueError(f"{label} must be > 0 and finite; got {value!r}")
+                raise ArgumentError(f"{label} must be > 0 and finite; got {value!r}")
         for label, value in (("max_attempts", max_attempts), ("bridge_depth", bridge_depth), ("check_every", check_every)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be a positive integer; got {value!r}")
+                raise ArgumentError(f"{label} must be a positive integer; got {value!r}")
         check_eps_callable(eps)
         self.atol, self.rtol = float(atol), float(rtol)
         self.noise_scale, self.eps = check_noise_scale(noise_scale), eps
@@ -293,6 +299,9 @@ class AdaptiveSDE(Solver[None]):
     def check(self, field: Field, steps: int) -> None:
         super().check(field, steps)
         check_score_field(field, self.name)
+
+    def validate_span(self, field: Field, t_start: float, t_end: float) -> None:
+        check_drift_on_span(field, t_start, t_end, self.noise_scale, self.eps, self.name)
 
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> None:
         return None
@@ -340,7 +349,7 @@ class AdaptiveSDE(Solver[None]):
         generator = plain_generator(generator, self.name, "per-sample adaptive steps")
         t_start, t_end = float(grid[0]), float(grid[-1])
         if not t_end > t_start:
-            raise ValueError(f"{self.name}: need t_end > t_start; got {t_start}, {t_end}")
+            raise ArgumentError(f"{self.name}: need t_end > t_start; got {t_start}, {t_end}")
         check_drift_on_span(field, t_start, t_end, self.noise_scale, self.eps, self.name)
         table = self._level_table(field, t_start, t_end, x)
         batch, device = x.shape[0], x.device
@@ -428,10 +437,10 @@ class AdaptiveSDE(Solver[None]):
 
     def solve(
         self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource | BrownianPath = None,
-        return_trajectory: bool = False, progress: bool = False,
+        return_trajectory: bool = False, observer: Observer | None = None,
     ) -> SolveResult:
         if return_trajectory:
-            raise ValueError(f"{self.name} gives every sample its own times, so it has no trajectory on a grid; "
+            raise ArgumentError(f"{self.name} gives every sample its own times, so it has no trajectory on a grid; "
                              "use a fixed-step solver for trajectories")
         result = self.solve_detailed(field, x, grid, generator=generator)
         return SolveResult(x=result.x, nfe=result.nfe)
