@@ -59,6 +59,10 @@ class ConfigError(FlowbridgeError, ValueError):
     """A configuration problem, reported as one line by the command line."""
 
 
+class CheckpointError(FlowbridgeError, ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
 class CouplingError(FlowbridgeError, RuntimeError):
     """A coupling (e.g. an optimal-transport plan) could not be computed."""
 
@@ -66,6 +70,7 @@ class CouplingError(FlowbridgeError, RuntimeError):
 __all__ = [
     "ArgumentError",
     "CapabilityError",
+    "CheckpointError",
     "ConfigError",
     "CouplingError",
     "DataError",

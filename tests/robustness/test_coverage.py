@@ -54,7 +54,7 @@ DATA: dict[str, str] = {
     **{n: "exception" for n in (
         "flowbridge.SamplingError", "flowbridge.couplings.CouplingError", "flowbridge.smc.WeightCollapseError",
         "flowbridge.training.DataError", "flowbridge.errors.ArgumentError", "flowbridge.errors.CapabilityError",
-        "flowbridge.errors.ConfigError", "flowbridge.errors.DataError",
+        "flowbridge.errors.ConfigError", "flowbridge.errors.DataError", "flowbridge.errors.CheckpointError",
     )},
     "flowbridge.errors.FlowbridgeError": "exception root",
     # CUDA-graph capture: on a machine without CUDA each refuses with a CapabilityError

@@ -76,9 +76,9 @@ def file_corruptions(key: str, names: tuple[str, ...], errors: tuple[type[BaseEx
 
 
 def _config_error():
-    from flowbridge.cli import ConfigError
+    from flowbridge.errors import CheckpointError, ConfigError
 
-    return (ConfigError,)
+    return (ConfigError, CheckpointError)
 
 
 def _load_module(i: dict):

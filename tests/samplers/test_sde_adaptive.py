@@ -210,10 +210,11 @@ def test_refuses_a_span_where_the_drift_is_not_finite():
     field = ring_mixture(2).field("linear")
     with pytest.raises(ValueError, match=r"adaptive_sde: the path's sigma\(t\) is 0.* at t=1, .*use t_span=\(0\.001, 0\.999"):
         fb.sample(field, "adaptive_sde", 1, shape=(4, 2), t_span=(1e-3, 1.0))
-    with pytest.raises(ValueError, match=r"adaptive_sde: the diffusion level eps\(t\) is not finite at t=0, .*use t_span=\(0\.001, 0\.999\)"):
-        fb.sample(field, "adaptive_sde", 1, shape=(4, 2))
-    out = fb.sample(field, "adaptive_sde", 1, shape=(4, 2), t_span=(1e-3, 0.999), generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(out.x).all()
+    with pytest.raises(ValueError, match=r"adaptive_sde: the diffusion level eps\(t\) is not finite at t=0, .*use t_span=\(0\.000999, 0\.999\)"):
+        fb.sample(field, "adaptive_sde", 1, shape=(4, 2), t_span=(0.0, 0.999))
+    for span in ((1e-3, 0.999), None):  # None: the default span already leaves out both ends
+        out = fb.sample(field, "adaptive_sde", 1, shape=(4, 2), t_span=span, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.x).all()
 
 
 def test_a_sample_whose_drift_turns_nan_stops_instead_of_hanging():

@@ -16,16 +16,12 @@ from typing import Any
 
 import torch
 
-from flowbridge.errors import ArgumentError, FlowbridgeError
+from flowbridge.errors import ArgumentError, CheckpointError
 
 # Packages whose modules a checkpoint may name (imported before resolving its class).
 MODULE_PACKAGES = ("flowbridge.training", "flowbridge.bfn.module", "flowbridge.bridges.lightning")
 # Packages whose data modules a checkpoint may name.
 DATA_PACKAGES = ("flowbridge.training", "flowbridge.bfn.text", "flowbridge.bridges.lightning")
-
-
-class CheckpointError(FlowbridgeError, ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 def _first_line(exc: BaseException) -> str:
