@@ -4,11 +4,13 @@ Tolerances: for n independent draws the sample mean has standard error sqrt(diag
 sample covariance entry has standard error sqrt((Sigma_ij^2 + Sigma_ii Sigma_jj)/n). The exact
 samplers must keep the largest standardised error (over all coordinates / entries) below 5 (mean)
 and 5.5 (covariance, up to 2080 entries at d = 64); a true exact sampler exceeds them with
-probability < 1e-3. The approximate samplers' errors are printed and bounded loosely.
+probability < 1e-3. The approximate samplers must beat the prior by a per-method fraction (see
+test_approximate_samplers_beat_the_prior).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -146,16 +148,105 @@ def test_mcgdiff_bias_with_many_observed_directions_shrinks_with_particles() -> 
     assert stats[128] < 0.5 * stats[16] + 4 * noise, stats
 
 
-@pytest.mark.parametrize("method", ["ddrm", "pigdm", "dps", "dds", "daps", "enkg"])
-def test_approximate_samplers_errors_recorded(method: str, capsys: pytest.CaptureFixture) -> None:
-    """Approximate samplers: relative errors of mean and covariance printed; only sanity is asserted."""
+# Per method: (fraction of the prior's mean error, fraction of the prior's covariance error) that the
+# sampler's *bias* may keep; see test_approximate_samplers_beat_the_prior for the derivation.
+APPROXIMATE_FRACTIONS: dict[str, tuple[float, float]] = {
+    # Gaussian conditional N(x1_hat, r_t^2 I), exact for N(0, I) (test below); here the prior's eigenvalues
+    # run 0.30-4.1 and the shift cap (covariance_bound = 1) binds above 1: a residual bias of the order
+    # of that mismatch, not of the prior's distance to the posterior.
+    "pigdm": (0.25, 0.5),
+    # Exact spectral update for a prior that V diagonalises with unit scale; V does not diagonalise this
+    # prior and eta_b = 1 uses the unshrunk y_tilde while sigma_bar >= kappa: a shrinkage bias of order
+    # kappa^2 / (lambda + kappa^2), small at sigma_y = 0.3 with O(1) singular values.
+    "ddrm": (0.25, 0.5),
+    # MCMC on the decoupled posterior N(x1; x1_hat, r_k^2 I) p(y | x1), r_k -> 0 at the end: the same
+    # isotropic-conditional bias as pigdm, the spread set by the MCMC target, not by a heuristic.
+    "daps": (0.25, 0.5),
+    # Self-normalised residual-norm step (zeta = 1): p(y | x_t) replaced by p(y | x1_hat), no calibration
+    # of the spread (mode-seeking): the mean must move clearly towards y; the covariance only no worse.
+    "dps": (0.5, 1.0),
+    # Paper default gamma = 1, not the calibrated r_t^2 / sigma_y^2 (about 11 at the clean end), 5 CG
+    # steps, DDIM re-noising with the network's noise: data consistency without a calibrated spread.
+    "dds": (0.5, 1.0),
+    # Localised ensemble Kalman fit (default localization = 0.5) with 32 members: documented too wide in
+    # the observed directions (module docstring); the slope is fitted on a neighbourhood of a few members.
+    "enkg": (0.5, 1.0),
+}
+
+
+@functools.cache
+def approximate_sampler_errors(method: str) -> dict[str, tuple[float, float]]:
+    """``{"mean": (error, bound), "cov": (error, bound)}`` for one run of ``method`` (see the test below)."""
     prior, meas, mean, cov = gaussian_problem(16, 8, 4, seed=16)
+    n = 1000
+    scale_m, scale_c = torch.sqrt(torch.trace(cov)), cov.norm()
+    prior_mean_err = float((prior.means[0] - mean).norm() / scale_m)
+    prior_cov_err = float((prior.covs[0] - cov).norm() / scale_c)
     opts = {"particles": 32} if method == "enkg" else {}
-    out = sample(prior.field("vp"), meas, method, num_samples=1000, steps=50, generator=torch.Generator().manual_seed(0), **opts)
-    rel_mean = float((out.samples.mean(0) - mean).norm() / torch.sqrt(torch.trace(cov)))
-    rel_cov = float((torch.cov(out.samples.T) - cov).norm() / cov.norm())
-    print(f"{method}: mean error / sqrt(tr Sigma) = {rel_mean:.3f}, relative covariance error = {rel_cov:.3f}")
-    assert math.isfinite(rel_mean) and rel_mean < 3.0
+    out = sample(prior.field("vp"), meas, method, num_samples=n, steps=50, generator=torch.Generator().manual_seed(0), **opts)
+    emp = torch.cov(out.samples.T)
+    rel_mean = float((out.samples.mean(0) - mean).norm() / scale_m)
+    rel_cov = float((emp - cov).norm() / scale_c)
+    mc_mean = 2.0 * float(torch.sqrt(torch.trace(emp) / n) / scale_m)
+    mc_cov = 1.5 * float(torch.sqrt((emp.norm() ** 2 + torch.trace(emp) ** 2) / n) / scale_c)
+    f_mean, f_cov = APPROXIMATE_FRACTIONS[method]
+    bound_mean, bound_cov = f_mean * prior_mean_err + mc_mean, f_cov * prior_cov_err + mc_cov
+    assert f_mean >= 1.0 or bound_mean < prior_mean_err  # the bound can fail a sampler that ignores y
+    assert f_cov >= 1.0 or bound_cov < prior_cov_err
+    return {"mean": (rel_mean, bound_mean), "cov": (rel_cov, bound_cov)}
+
+
+def _approximate_case(method: str, quantity: str, measured: str | None = None) -> object:
+    marks = [pytest.mark.xfail(strict=True, reason=measured)] if measured else []
+    return pytest.param(method, quantity, marks=marks, id=f"{method}-{quantity}")
+
+
+APPROXIMATE_CASES = [
+    _approximate_case("ddrm", "mean"), _approximate_case("ddrm", "cov"),
+    _approximate_case("pigdm", "mean"), _approximate_case("pigdm", "cov"),
+    _approximate_case("dds", "mean"), _approximate_case("dds", "cov"),
+    _approximate_case("dps", "mean"),
+    _approximate_case("dps", "cov", "measured 3.26 against bound 0.98 (prior 0.67): over-dispersed, trace of the "
+                      "sample covariance 33.0 against the posterior's 15.9, one direction with variance 18.8 (posterior's largest 3.7)"),
+    _approximate_case("daps", "mean", "measured 0.319 against bound 0.223 (f = 0.25; prior 0.703)"),
+    _approximate_case("daps", "cov", "measured 0.495 against bound 0.412 (f = 0.5; prior 0.668): under-dispersed, "
+                      "trace 8.9 against the posterior's 15.9, largest variance 1.89 against 3.68"),
+    _approximate_case("enkg", "mean"),
+    _approximate_case("enkg", "cov", "measured 0.752 against bound 0.701 (f = 1; prior 0.668): worse than the prior, "
+                      "collapsed (trace 3.7 against the posterior's 15.9) with the default localization and 32 members"),
+]
+
+
+@pytest.mark.parametrize("method,quantity", APPROXIMATE_CASES)
+def test_approximate_samplers_beat_the_prior(method: str, quantity: str) -> None:
+    r"""Approximate samplers must be clearly closer to the posterior than the prior is.
+
+    Errors: :math:`e_m = \|\bar x - \mu\| / \sqrt{\operatorname{tr}\Sigma}` and
+    :math:`e_C = \|S - \Sigma\|_F / \|\Sigma\|_F` against the exact posterior :math:`N(\mu, \Sigma)`.
+    The prior's own errors (exact, :math:`\bar x = \mu_0`, :math:`S = \Sigma_0`) are 0.703 and 0.668 on
+    this problem (d = 16, rank-4 operator, sigma_y = 0.3).
+
+    Bound: :math:`e \le f \cdot e_{\text{prior}} + \text{MC margin}`, ``f`` per method from its known bias
+    (:data:`APPROXIMATE_FRACTIONS`; 0.5 = "halves the prior's distance" is the least that counts as
+    clearly better; 0.25 for the methods exact for an N(0, I) prior; 1.0 on the covariance for the
+    methods whose spread is not calibrated). By the triangle inequality the sample error is at most the
+    method's bias plus the Monte-Carlo error of n = 1000 draws from the sampler's own law (covariance
+    :math:`\Sigma_s`, estimated by ``S``):
+
+    * mean: :math:`E\|\bar x - E\bar x\|^2 = \operatorname{tr}\Sigma_s / n`, rms
+      :math:`\sqrt{\operatorname{tr}\Sigma_s / n}` (0.032 relative at :math:`\Sigma_s = \Sigma`);
+    * covariance: :math:`E\|S - \Sigma_s\|_F^2 = (\|\Sigma_s\|_F^2 + (\operatorname{tr}\Sigma_s)^2)/n`
+      (from :math:`\operatorname{Var} S_{ij} = (\Sigma_{ij}^2 + \Sigma_{ii}\Sigma_{jj})/n`; 0.093 relative at
+      :math:`\Sigma_s = \Sigma`).
+
+    The margin is 2x the rms for the mean and 1.5x for the covariance: over 2000 simulated sets of
+    1000 exact Gaussian draws at the posterior's and at the prior's covariance the 99.9% quantiles of
+    error / rms were 1.89 / 1.78 (mean) and 1.46 / 1.37 (covariance). Fractions and margins were fixed
+    before the samplers' errors were measured; a method that misses its bound is an ``xfail(strict=True)``
+    with the measured figure, not a looser bound.
+    """
+    error, bound = approximate_sampler_errors(method)[quantity]
+    assert math.isfinite(error) and error < bound, (method, quantity, error, bound)
 
 
 def test_pigdm_is_exact_for_a_standard_normal_prior() -> None:
