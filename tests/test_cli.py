@@ -221,3 +221,165 @@ def test_sample_subcommand_refuses_what_a_model_cannot_do(tmp_path: Path, capsys
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     assert main(["sample", "--ckpt", str(tmp_path / "junk.ckpt")]) == 2
     assert "not a readable checkpoint" in _error_line(capsys)
+
+
+# --------------------------------------------------------------------------------------------------
+# `flowbridge sample` speaks the sampling vocabulary; every shipped preset on every recipe
+# --------------------------------------------------------------------------------------------------
+PRESETS = sorted(p.stem for p in (ROOT / "samplers").glob("*.yaml"))
+#: What each recipe's sampling field is: a GaussianPath field ("gaussian"), a BFN, a stochastic
+#: interpolant's drift ("interpolant"), or a Schrödinger-bridge SDE drift ("sb_drift").
+RECIPE_KINDS = {
+    "bfn_continuous_8gaussians": "bfn", "bfn_discrete_binarized_digits": "bfn", "bfn_discrete_text": "bfn",
+    "bfn_discretized_digits": "bfn", "ddpm_digits": "gaussian", "edm_digits": "gaussian", "fm_moons": "gaussian",
+    "otcfm_8gaussians": "gaussian", "interpolant_8gaussians_to_moons": "interpolant", "sbcfm_8gaussians_to_moons": "interpolant",
+    "lightsb_8gaussians_to_moons": "sb_drift", "dsbm_gaussian": "sb_drift",
+}
+#: One recipe of each kind (and the class-conditional one) in the default suite; the rest with -m slow.
+FAST_RECIPES = {"fm_moons", "ddpm_digits", "bfn_continuous_8gaussians", "interpolant_8gaussians_to_moons", "lightsb_8gaussians_to_moons"}
+#: Grids defined by a Gaussian schedule's log-SNR / noise level (a StochasticInterpolant has none).
+SCHEDULE_GRIDS = {"logsnr", "karras"}
+
+
+def _preset(name: str) -> dict:
+    return yaml.safe_load((ROOT / "samplers" / f"{name}.yaml").read_text())["model"]["sampler"]
+
+
+def expected_refusal(preset: str, recipe: str) -> tuple[str, ...]:
+    """The one-line refusals allowed for ``preset`` on ``recipe`` (empty: it must run).
+
+    A preset needs a Gaussian path when its grid is a schedule's or its solver needs one; a
+    Schrödinger-bridge drift runs only under ``bridge_euler_maruyama`` (no shipped preset uses it).
+    """
+    from flowbridge.samplers import get_solver
+
+    sampler = _preset(preset)
+    kind = RECIPE_KINDS[recipe]
+    gaussian_only = sampler.get("grid") in SCHEDULE_GRIDS or get_solver(sampler["solver"]).needs_gaussian_path
+    reasons: tuple[str, ...] = ()
+    if kind in ("interpolant", "sb_drift") and gaussian_only:
+        reasons += ("needs a Gaussian schedule", "needs a field on a GaussianPath")
+    if kind == "sb_drift":
+        reasons += ("sample it with solver='bridge_euler_maruyama'",)
+    return reasons
+
+
+@pytest.fixture(scope="session")
+def recipe_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``recipe -> last.ckpt`` after 2 training steps, fitted once per session on first use."""
+    done: dict[str, Path] = {}
+
+    def get(recipe: str) -> Path:
+        if recipe not in done:
+            root = tmp_path_factory.mktemp(recipe)
+            args = ["fit", "--config", str(ROOT / "models" / f"{recipe}.yaml"), f"--trainer.default_root_dir={root}",
+                    "--threads=1", "--trainer.accelerator=cpu", "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+                    "--trainer.logger=false"]
+            assert main(args) == 0, recipe
+            done[recipe] = root / "checkpoints" / "last.ckpt"
+        return done[recipe]
+
+    return get
+
+
+def test_every_recipe_has_a_kind() -> None:
+    assert set(RECIPE_KINDS) == {p.stem for p in (ROOT / "models").glob("*.yaml")} and FAST_RECIPES <= set(RECIPE_KINDS)
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=() if r in FAST_RECIPES else pytest.mark.slow) for r in sorted(RECIPE_KINDS)])
+def test_every_preset_runs_on_every_recipe_or_refuses_in_one_line(
+    recipe: str, recipe_checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each shipped preset × each recipe: samples (exit 0, finite) where the preset supports the recipe's
+    path, otherwise exactly one stderr line ``flowbridge: error: ...`` naming why, exit status 2."""
+    from flowbridge.samplers import get_solver
+
+    ckpt = str(recipe_checkpoint(recipe))
+    capsys.readouterr()
+    failures = []
+    for preset in PRESETS:
+        steps = max(2, get_solver(_preset(preset)["solver"]).min_steps)
+        out = tmp_path / f"{preset}.pt"
+        code = main(["sample", "--ckpt", ckpt, "--config", str(ROOT / "samplers" / f"{preset}.yaml"), "--num", "4",
+                     "--steps", str(steps), "--out", str(out), "--device", "cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        reasons = expected_refusal(preset, recipe)
+        if not reasons:
+            x = torch.load(out, weights_only=True)["x"] if code == 0 else None
+            if code != 0 or err or x.shape[0] != 4 or not torch.isfinite(x).all():
+                failures.append(f"{preset}: should run; exit {code}, stderr {err[-3:]}")
+        elif code != 2 or len(err) != 1 or not err[0].startswith("flowbridge: error: ") or not any(r in err[0] for r in reasons):
+            failures.append(f"{preset}: should refuse in one line ({' | '.join(reasons)}); exit {code}, stderr {err[-3:]}")
+    assert not failures, "\n".join(failures)
+
+
+def _sample(ckpt: Path, out: Path, *extra: str) -> torch.Tensor:
+    assert main(["sample", "--ckpt", str(ckpt), "--num", "8", "--steps", "4", "--out", str(out), "--device", "cpu", *extra]) == 0
+    return torch.load(out, weights_only=True)["x"]
+
+
+def test_sample_seed_reproduces_the_file_and_is_independent_of_batch_size(recipe_checkpoint, tmp_path: Path) -> None:
+    ckpt = recipe_checkpoint("fm_moons")
+    for solver in ("heun", "euler_maruyama"):  # noise in x0 only / at every step
+        a = _sample(ckpt, tmp_path / "a.pt", "--solver", solver, "--seed", "3")
+        first = (tmp_path / "a.pt").read_bytes()
+        b = _sample(ckpt, tmp_path / "a.pt", "--solver", solver, "--seed", "3")
+        assert (tmp_path / "a.pt").read_bytes() == first, solver  # the same file, byte for byte
+        chunked = _sample(ckpt, tmp_path / "c.pt", "--solver", solver, "--seed", "3", "--batch_size", "3")
+        # sample i depends on (seed, i) only (up to the network's float roundoff at another batch shape)
+        assert torch.allclose(a, chunked, rtol=1e-5, atol=1e-5), (solver, float((a - chunked).abs().max()))
+        other = _sample(ckpt, tmp_path / "d.pt", "--solver", solver, "--seed", "4")
+        assert not torch.isclose(a, other).any(), solver
+        assert torch.equal(a, b)
+    # torchsde draws one Brownian path for the batch: --seed seeds one stream, still reproducible.
+    a = _sample(ckpt, tmp_path / "a.pt", "--config", str(ROOT / "samplers" / "torchsde_euler.yaml"), "--seed", "3")
+    assert torch.equal(a, _sample(ckpt, tmp_path / "b.pt", "--config", str(ROOT / "samplers" / "torchsde_euler.yaml"), "--seed", "3"))
+
+
+def test_sample_grid_and_t_span_reach_the_solver(recipe_checkpoint, tmp_path: Path) -> None:
+    ckpt = recipe_checkpoint("fm_moons")
+    base = _sample(ckpt, tmp_path / "a.pt", "--solver", "euler")
+    quadratic = _sample(ckpt, tmp_path / "b.pt", "--solver", "euler", "--grid", "quadratic")
+    saved = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert saved["grid"] == "quadratic" and saved["t_span"] is None and not torch.allclose(base, quadratic)
+    spaced = _sample(ckpt, tmp_path / "c.pt", "--solver", "euler", "--t_span", "0", "0.5")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["t_span"] == [0.0, 0.5]
+    assert torch.equal(spaced, _sample(ckpt, tmp_path / "d.pt", "--solver", "euler", "--t_span=0,0.5"))
+    assert not torch.allclose(base, spaced)
+
+
+def test_sample_options_merge_over_the_preset(recipe_checkpoint, tmp_path: Path) -> None:
+    ckpt = recipe_checkpoint("fm_moons")
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model:\n  sampler:\n    solver: dpmpp_3m\n    steps: 4\n    grid: logsnr\n"
+                      "    options:\n      variant: lu\n      final_step: solver\n")
+    plain = _sample(ckpt, tmp_path / "a.pt", "--config", str(preset))
+    # Same value for one option: the other (variant: lu) must survive the merge.
+    assert torch.equal(plain, _sample(ckpt, tmp_path / "b.pt", "--config", str(preset), "--option", "final_step=solver"))
+    taylor = _sample(ckpt, tmp_path / "c.pt", "--config", str(preset), "--option", "variant=taylor")
+    assert not torch.allclose(plain, taylor)  # the option reached the solver
+    # A different --solver starts from its own options (the preset's belong to dpmpp_3m).
+    assert _sample(ckpt, tmp_path / "d.pt", "--config", str(preset), "--solver", "euler").shape == (8, 2)
+    # YAML scalars: 1e-3 (no dot) is a number, not the string YAML 1.1 would make of it.
+    assert _sample(ckpt, tmp_path / "e.pt", "--solver", "dopri5", "--option", "rtol=1e-3", "--option", "atol=1e-3").shape == (8, 2)
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--t_span", "0.5"], "--t_span"), (["--t_span", "0.9", "0.1"], "--t_span"), (["--t_span", "a", "b"], "--t_span"),
+    (["--t_span=0,0.5,1"], "--t_span"), (["--t_span", "0", "2"], "--t_span"),
+    (["--grid", "nosuch"], "--grid"), (["--batch_size", "0"], "--batch_size"), (["--batch_size", "x"], "--batch_size"),
+    (["--seed", "abc"], "--seed"), (["--steps", "0"], "--steps"), (["--guidance", "nan"], "--guidance"),
+    (["--option", "noequals"], "--option"), (["--option", "steps=3"], "--option steps"), (["--option", "seed=3"], "--option seed"),
+    (["--option", "bogus=1"], "--option"), (["--option", "noise_scale=[1, 2]", "--solver", "euler_maruyama"], "--option noise_scale"),
+    (["--option", "noise_scale=-1", "--solver", "euler_maruyama"], "--option"),
+])
+def test_sample_bad_flags_fail_in_one_line_naming_the_flag(
+    args: list[str], flag: str, recipe_checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = recipe_checkpoint("fm_moons")
+    capsys.readouterr()
+    code = main(["sample", "--ckpt", str(ckpt), "--num", "4", "--solver", "euler", *args, "--out", str(tmp_path / "s.pt")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flowbridge: error: ") and flag in err[0], err
+    assert not (tmp_path / "s.pt").exists()

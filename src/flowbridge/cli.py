@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import sys
@@ -36,6 +37,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.profilers import PassThroughProfiler
 
 from flowbridge.errors import ConfigError
+from flowbridge.samplers import SOLVERS, get_solver
+from flowbridge.samplers.grids import GRIDS
 from flowbridge.training.base import SamplerConfig
 from flowbridge.training.checkpoints import CheckpointError, load, load_datamodule
 from flowbridge.training.data import DataError, GenerativeDataModule
@@ -563,23 +566,99 @@ def read_sampler_preset(path: str | Path, base: SamplerConfig | None = None) -> 
         if base is not None:  # the preset's keys replace the module's (its options too, not merged)
             import dataclasses
 
+            if section.get("solver", base.solver) != base.solver:  # options belong to the solver they were written for
+                section = {"options": {}, **section}
             return dataclasses.replace(base, **section)
         return SamplerConfig(**section)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{p}: model.sampler: {exc}") from exc
 
 
+#: ``generate``'s own arguments: never solver options (``--option steps=3`` would silently override ``--steps``).
+_NOT_OPTIONS = frozenset({"num", "x0", "labels", "generator", "seeds", "seed", "solver", "steps", "grid", "grid_options",
+                          "t_span", "batch_size", "guidance", "progress", "shape", "dtype", "device", "callback", "method"})
+
+
+def parse_t_span(values: Sequence[str]) -> tuple[float, float]:
+    """``--t_span T0 T1`` or ``--t_span=T0,T1`` -> ``(T0, T1)``, two finite times with ``0 <= T0 < T1 <= 1``."""
+    parts = [p for v in values for p in v.replace(",", " ").split()]
+    try:
+        t0, t1 = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--t_span: expected two times T0 T1 (or T0,T1); got {' '.join(values)!r}") from None
+    if not 0.0 <= t0 < t1 <= 1.0:
+        raise ConfigError(f"--t_span: expected 0 <= T0 < T1 <= 1; got {t0:g} {t1:g}")
+    return t0, t1
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--option key=value`` (repeatable) -> ``{key: value}``, each value read as a YAML scalar."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise ConfigError(f"--option: expected key=value with a solver option name as key; got {pair!r}")
+        if key in _NOT_OPTIONS:
+            flag = {"labels": "label", "generator": "seed", "seeds": "seed", "method": "solver", "num": "num"}.get(key, key)
+            raise ConfigError(f"--option {key}: not a solver option; use --{flag}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--option {key}: value {text!r} is not a YAML scalar ({_first_line(exc)})") from None
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"--option {key}: value {text!r} must be a scalar (number, string, true/false, null)")
+        options[key] = value
+    return options
+
+
+def solver_name_of(solver: str | None, cfg: SamplerConfig) -> str:
+    """The solver a run uses: ``--solver`` if given, else the preset's."""
+    return solver if solver is not None else cfg.solver
+
+
+def _positive(flag: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be a positive integer; got {value}")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as ``flowbridge: error: ...`` (exit status 2) and nothing else."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ConfigError(message)
+
+
 def sample_command(argv: Sequence[str]) -> int:
-    """``flowbridge sample``: draws samples from a checkpoint and saves them (and a plot)."""
-    parser = argparse.ArgumentParser(prog="flowbridge sample", description="Draw samples from a checkpoint written by `flowbridge fit`.")
+    """``flowbridge sample``: draws samples from a checkpoint and saves them (and a plot).
+
+    Speaks the sampling vocabulary of ``flowbridge.sample`` (``docs/architecture.md``): ``--solver``,
+    ``--steps``, ``--grid``, ``--t_span``, ``--seed``, ``--batch_size`` and solver options
+    (``--option key=value``, merged over the preset's ``options``).
+    """
+    parser = _OneLineParser(prog="flowbridge sample", description="Draw samples from a checkpoint written by `flowbridge fit`.")
     parser.add_argument("--ckpt", required=True, help="checkpoint written by `flowbridge fit` (any model type)")
     parser.add_argument("--config", help="sampler preset (samplers/*.yaml)")
     parser.add_argument("--solver", help="solver name (overrides the preset)")
     parser.add_argument("--steps", type=int, help="number of steps (overrides the preset)")
+    parser.add_argument("--grid", help="time grid: uniform, quadratic, logsnr, karras, ... (overrides the preset)")
+    parser.add_argument("--t_span", nargs="+", metavar="T", help="T0 T1 (or T0,T1): the time interval to integrate "
+                        "(default: the solver's, moved in from an end where it cannot run)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a solver option (repeatable; values read as YAML scalars), merged over the preset's options")
     parser.add_argument("--num", type=int, default=2000, help="number of samples (default 2000)")
+    parser.add_argument("--batch_size", type=int, help="draw in chunks of at most this many samples (default: all at once)")
     parser.add_argument("--out", default="samples.pt", help="where to save the samples (.pt; default samples.pt)")
     parser.add_argument("--plot", help="optional PNG: a scatter plot over held-out data (2-D) or an image grid")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i), whatever --batch_size; torchsde:* solvers: one stream for the "
+                        "batch (default 0)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance weight (class-conditional models)")
     parser.add_argument("--label", type=int, help="one class for all samples (default: cycle through the classes)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="averaged (default) or raw weights")
@@ -588,6 +667,14 @@ def sample_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.num < 1:
         raise ConfigError(f"--num must be positive; got {args.num}")
+    _positive("--steps", args.steps)
+    _positive("--batch_size", args.batch_size)
+    t_span = None if args.t_span is None else parse_t_span(args.t_span)
+    options = parse_options(args.option)
+    if args.grid is not None and args.grid not in GRIDS:
+        raise ConfigError(f"--grid: unknown grid {args.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise ConfigError(f"--guidance must be a finite number; got {args.guidance}")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be positive; got {args.threads}")
@@ -616,18 +703,32 @@ def sample_command(argv: Sequence[str]) -> int:
         dm.setup("predict")
         src = dm.source_reference()
         x0 = src[torch.arange(args.num) % src.shape[0]]
-    g = torch.Generator(device=device).manual_seed(args.seed)
+    if options and solver_name_of(args.solver, cfg) in SOLVERS:  # name the flag when an option is wrong
+        name = solver_name_of(args.solver, cfg)
+        try:
+            get_solver(name, **{**(cfg.options if name == cfg.solver else {}), **options})
+        except ValueError as exc:
+            raise ConfigError(f"--option: {_first_line(exc)}") from None
+    # --seed: per-sample streams (sample i depends on (seed, i) only, whatever --batch_size), except for
+    # torchsde's solvers, which draw one Brownian path for the whole batch from one torch stream.
+    solver_name = solver_name_of(args.solver, cfg)
+    noise: dict[str, Any] = (
+        {"generator": torch.Generator(device=device).manual_seed(args.seed)} if solver_name.startswith("torchsde:")
+        else {"seed": args.seed}
+    )
     start = time.perf_counter()
     try:
         with torch.no_grad():
-            x = module.generate(args.num, generator=g, labels=labels, x0=x0, solver=args.solver, steps=args.steps,
-                                guidance=args.guidance, progress=interactive())
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    used = module.sampler_config.replace(solver=args.solver, steps=args.steps)
+            x = module.generate(args.num, **noise, labels=labels, x0=x0, solver=args.solver, steps=args.steps,
+                                grid=args.grid, t_span=t_span, batch_size=args.batch_size, guidance=args.guidance,
+                                progress=interactive(), **options)
+    except ValueError as exc:  # ArgumentError and CapabilityError (both ValueErrors): one line, all of it
+        raise ConfigError(" ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from exc
+    used = module.sampler_config.replace(solver=args.solver, steps=args.steps, grid=args.grid)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"x": x.cpu(), "y": None if labels is None else labels.cpu(), "solver": used.solver, "steps": used.steps}, out)
+    torch.save({"x": x.cpu(), "y": None if labels is None else labels.cpu(), "solver": used.solver, "steps": used.steps,
+                "grid": used.grid, "t_span": None if t_span is None else list(t_span), "seed": args.seed}, out)
     steps = "" if used.solver == "plan" else f", {used.steps} steps"
     print(f"saved {args.num} samples ({type(module).__name__}, {used.solver}{steps}, {time.perf_counter() - start:.1f} s) to {out}")
     if args.plot:

@@ -166,18 +166,22 @@ class BFNModule(FlowbridgeModule):
 
     def draw(
         self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
-        progress: bool,
+        progress: bool, t_span: tuple[float, float] | None = None, batch_size: int | None = None,
     ) -> Tensor:
         shape = (num, *self.event_shape)  # type: ignore[misc]
         if sampler.solver == "original":
             if sampler.options:
                 raise ArgumentError(f"the original BFN sampler takes no solver options; got {sorted(sampler.options)}")
+            if t_span is not None or batch_size is not None:
+                raise ArgumentError("the original BFN sampler runs its own schedule on the whole batch: "
+                                    "t_span and batch_size do not apply")
             out = self.bfn.sample_original(self.net, sampler.steps, shape=shape, generator=generator, dtype=self.dtype,
                                            device=self.device)
         else:
             out = self.bfn.sample(
                 self.net, sampler.solver, sampler.steps, shape=shape, generator=generator, grid=sampler.grid,
-                progress=progress, dtype=self.dtype, device=self.device, **sampler.options,
+                t_span=t_span, batch_size=batch_size, progress=progress, dtype=self.dtype, device=self.device,
+                **sampler.options,
             )
         if self.transform == "binarize":
             return out.x.to(self.dtype) * 2 - 1

@@ -99,14 +99,17 @@ class LightSBModule(FlowbridgeModule):
 
     def draw(
         self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
-        progress: bool,
+        progress: bool, t_span: tuple[float, float] | None = None, batch_size: int | None = None,
     ) -> Tensor:
         assert x0 is not None
         x0 = x0.to(self.model.r)
         if sampler.solver == "plan":
+            if t_span is not None or batch_size is not None:
+                raise ArgumentError("the 'plan' sampler draws from the bridge's closed-form plan in one go: "
+                                    "t_span and batch_size do not apply")
             return self.model.sample(x0, generator=generator)
         return sample(self.field(), sampler.solver, sampler.steps, x0=x0, generator=generator, grid=sampler.grid,
-                      progress=progress, **sampler.options).x
+                      t_span=t_span, batch_size=batch_size, progress=progress, **sampler.options).x
 
 
 class DSBMModule(FlowbridgeModule):
@@ -221,11 +224,11 @@ class DSBMModule(FlowbridgeModule):
 
     def draw(
         self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
-        progress: bool,
+        progress: bool, t_span: tuple[float, float] | None = None, batch_size: int | None = None,
     ) -> Tensor:
         assert x0 is not None
         return sample(self.dsbm.forward_field, sampler.solver, sampler.steps, x0=x0, generator=generator,
-                      grid=sampler.grid, progress=progress, **sampler.options).x
+                      grid=sampler.grid, t_span=t_span, batch_size=batch_size, progress=progress, **sampler.options).x
 
 
 class GaussianPairData(GenerativeDataModule):

@@ -44,7 +44,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from flowbridge.errors import ArgumentError
-from flowbridge.random import StackedGenerators
+from flowbridge.random import StackedGenerators, noise_source
 from flowbridge.samplers import SOLVERS
 from flowbridge.samplers.grids import GRIDS
 from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
@@ -95,10 +95,16 @@ class SamplerConfig:
             raise ArgumentError(f"sampler.guidance must be a finite number; got {self.guidance!r}")
 
     def replace(self, **changes: Any) -> "SamplerConfig":
-        """A copy with the non-None ``changes`` applied (and validated); ``options`` are merged."""
+        """A copy with the non-None ``changes`` applied (and validated).
+
+        ``options`` are merged over the preset's while the solver stays the same; a different
+        ``solver`` starts from no options (they are the keyword arguments of the solver they were
+        written for: DPM-Solver++'s ``final_step`` is not an option of Euler's).
+        """
         changes = {k: v for k, v in changes.items() if v is not None}
-        if "options" in changes:
-            changes["options"] = {**self.options, **changes["options"]}
+        new_solver = "solver" in changes and changes["solver"] != self.solver
+        if "options" in changes or new_solver:
+            changes["options"] = {**({} if new_solver else self.options), **changes.get("options", {})}
         return dataclasses.replace(self, **changes) if changes else self
 
 
@@ -215,9 +221,13 @@ class FlowbridgeModule(pl.LightningModule):
 
     def draw(
         self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
-        progress: bool,
+        progress: bool, t_span: tuple[float, float] | None = None, batch_size: int | None = None,
     ) -> Tensor:
-        """Draws ``num`` samples with the (validated) preset ``sampler``; see :meth:`generate`."""
+        """Draws ``num`` samples with the (validated) preset ``sampler``; see :meth:`generate`.
+
+        ``t_span`` and ``batch_size`` are the sampling vocabulary's (``docs/architecture.md``); a
+        method that cannot honour one raises :class:`~flowbridge.errors.ArgumentError`.
+        """
         raise NotImplementedError
 
     def flop_probe(self, batch: DataBatch, generator: torch.Generator) -> Any:
@@ -338,9 +348,12 @@ class FlowbridgeModule(pl.LightningModule):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
+        seed: int | None = None,
         solver: str | None = None,
         steps: int | None = None,
         grid: str | None = None,
+        t_span: tuple[float, float] | None = None,
+        batch_size: int | None = None,
         guidance: float | None = None,
         progress: bool = False,
         **options: Any,
@@ -353,11 +366,15 @@ class FlowbridgeModule(pl.LightningModule):
                 initial noise otherwise (refused by models that start from a fixed prior).
             labels: (num,) integer classes in ``[0, num_classes)`` for a class-conditional model
                 (refused by unconditional models).
-            generator: the source of all random numbers (not with ``seeds``).
+            generator: the source of all random numbers (one stream; not with ``seeds`` or ``seed``).
             seeds: one seed per sample (sample ``i`` then does not depend on the batch it is in).
+            seed: per-sample streams derived from one integer (``flowbridge.random.index_seeds``):
+                sample ``i`` depends only on ``seed`` and ``i``, whatever ``batch_size``.
             solver: override of the preset's solver.
             steps: override of the preset's steps.
             grid: override of the preset's grid.
+            t_span: ``(t0, t1)`` to integrate over (default: the solver's ``default_span``).
+            batch_size: draw in chunks of at most this many samples (labels are split with them).
             guidance: override of the preset's classifier-free guidance weight (conditional models).
             progress: show a progress bar.
             **options: overrides of the preset's solver options.
@@ -370,7 +387,11 @@ class FlowbridgeModule(pl.LightningModule):
         num = int(num)
         name = type(self).__name__
         source: Any = generator
-        if seeds is not None:
+        if seed is not None:
+            if generator is not None or seeds is not None:
+                raise ArgumentError("pass at most one of generator, seeds and seed")
+            source = noise_source(seed=seed, batch=num)
+        elif seeds is not None:
             if generator is not None:
                 raise ArgumentError("pass generator or seeds, not both")
             seeds = list(seeds)
@@ -408,7 +429,19 @@ class FlowbridgeModule(pl.LightningModule):
                                                   options=options or None)
         except (TypeError, ValueError) as exc:
             raise ArgumentError(str(exc)) from None
-        return self.draw(num, x0=x0, labels=labels, generator=source, sampler=sampler, progress=bool(progress))
+        if t_span is not None:
+            try:
+                t0, t1 = (float(t) for t in t_span)
+            except (TypeError, ValueError):
+                raise ArgumentError(f"t_span must be a pair of times (t0, t1); got {t_span!r}") from None
+            if not 0.0 <= t0 < t1 <= 1.0:
+                raise ArgumentError(f"t_span must satisfy 0 <= t0 < t1 <= 1; got {t_span!r}")
+            t_span = (t0, t1)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
+        return self.draw(num, x0=x0, labels=labels, generator=source, sampler=sampler, progress=bool(progress),
+                         t_span=t_span, batch_size=None if batch_size is None else int(batch_size))
 
     def predict_step(self, batch: PredictBatch, batch_idx: int) -> Tensor:
         index = batch.index.cpu()

@@ -218,13 +218,13 @@ class GenerativeModule(FlowbridgeModule):
     # ------------------------------------------------------------------------------------------
     def draw(
         self, num: int, *, x0: Tensor | None, labels: Tensor | None, generator: Any, sampler: SamplerConfig,
-        progress: bool,
+        progress: bool, t_span: tuple[float, float] | None = None, batch_size: int | None = None,
     ) -> Tensor:
         field_ = self.sampling_field(labels, float(sampler.guidance))
         out = sample(
             field_, sampler.solver, sampler.steps,
             shape=None if x0 is not None else (num, *self.event_shape), x0=x0,  # type: ignore[misc]
-            generator=generator, grid=sampler.grid, progress=progress, dtype=self.dtype, device=self.device,
-            **sampler.options,
+            generator=generator, grid=sampler.grid, t_span=t_span, batch_size=batch_size, progress=progress,
+            dtype=self.dtype, device=self.device, **sampler.options,
         )
         return out.x
