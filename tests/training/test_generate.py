@@ -99,3 +99,37 @@ def test_x0_is_honoured_required_or_refused(modules: dict, name: str) -> None:
     if m.accepts_x0:
         with pytest.raises(ValueError, match=r"shape \(num=3, \.\.\.\)"):
             m.generate(3, x0=torch.zeros(2, *m.event_shape))
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_seed_t_span_and_batch_size_are_the_sampling_vocabulary(modules: dict, name: str) -> None:
+    """``seed=`` gives per-sample streams (chunking changes nothing), ``t_span`` reaches the solver,
+    bad values fail naming the argument."""
+    m = modules[name]
+    if m.sampler_config.solver in m.sampler_config.extra_solvers:  # BFN's "original", LightSB's "plan"
+        with pytest.raises(ValueError, match="t_span and batch_size do not apply"):
+            m.generate(2, x0=_x0(m, 2), seed=1, batch_size=1)
+        return
+    with torch.no_grad():
+        x0 = _x0(m, 5)
+        whole = m.generate(5, x0=x0, seed=7, steps=3)
+        chunked = m.generate(5, x0=x0, seed=7, steps=3, batch_size=2)
+        span = m.generate(5, x0=x0, seed=7, steps=3, t_span=(0.2, 0.8))
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)  # a few ulps: other batch shapes
+    assert not torch.allclose(span, whole)
+    with pytest.raises(ValueError, match="at most one of generator, seeds and seed"):
+        m.generate(2, x0=_x0(m, 2), seed=1, generator=torch.Generator())
+    for bad in [(0.8, 0.2), (0.0, 1.5), (0.5,), "ab"]:
+        with pytest.raises(ValueError, match="t_span"):
+            m.generate(2, x0=_x0(m, 2), t_span=bad)
+    for bad in [0, -1, 1.5, True]:
+        with pytest.raises(ValueError, match="batch_size"):
+            m.generate(2, x0=_x0(m, 2), batch_size=bad)
+
+
+def test_another_solver_starts_from_its_own_options() -> None:
+    cfg = fb.training.SamplerConfig(solver="dpmpp_2m", grid="logsnr", options={"final_step": "denoise"})
+    assert cfg.replace(steps=3).options == {"final_step": "denoise"}
+    assert cfg.replace(options={"warmup": "lower_order"}).options == {"final_step": "denoise", "warmup": "lower_order"}
+    assert cfg.replace(solver="euler").options == {}
+    assert cfg.replace(solver="dpmpp_3m", options={"variant": "lu"}).options == {"variant": "lu"}
