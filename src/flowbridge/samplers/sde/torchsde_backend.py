@@ -108,6 +108,11 @@ class TorchsdeSolver(Solver[None]):
             raise ArgumentError(f"{self.name} steps with one fixed dt: use grid='uniform' (got a non-uniform grid)")
         t0, t1 = float(g[0]), float(g[-1])
         self.validate_span(field, t0, t1)
+        ts = (g if return_trajectory else g[[0, -1]]).to(dtype=x.dtype, device=x.device)
+        # torchsde queries the Brownian path at the times in the state's dtype: a float32 end can round
+        # past the float64 span, so the path covers both roundings (else torchsde warns on every query).
+        # sync-ok: two reads before the solve.
+        lo, hi = min(t0, float(ts[0])), max(t1, float(ts[-1]))
         if isinstance(generator, BrownianPath):
             path = generator
             if path.t0 > t0 or path.t1 < t1 or path.shape != tuple(x.shape):
@@ -117,7 +122,7 @@ class TorchsdeSolver(Solver[None]):
                 )
         else:
             path = BrownianPath(
-                tuple(x.shape), t0, t1, generator=torch_generator(generator, f"{self.name} (one Brownian path for the batch)"), dtype=x.dtype, device=x.device,
+                tuple(x.shape), lo, hi, generator=torch_generator(generator, f"{self.name} (one Brownian path for the batch)"), dtype=x.dtype, device=x.device,
                 levy_area=self.levy_area, halfway_tree=self.halfway_tree,
             )
 
@@ -125,11 +130,10 @@ class TorchsdeSolver(Solver[None]):
             return eps_at(field, torch.as_tensor(t, dtype=x.dtype, device=x.device), self.noise_scale, self.eps)
 
         sde = _ReverseSDE(field, tuple(x.shape), self.sde_type, level)
-        ts = g if return_trajectory else g[[0, -1]]
         # torchsde accumulates `t + dt`; rounding may add one sliver step of ~1e-16 at the end
         # (counted in the NFE), which is harmless, whereas an inflated dt would move every query time.
         dt = (t1 - t0) / steps
-        ys = torchsde.sdeint(sde, x.reshape(x.shape[0], -1), ts.to(dtype=x.dtype, device=x.device), bm=path.interval,
+        ys = torchsde.sdeint(sde, x.reshape(x.shape[0], -1), ts, bm=path.interval,
                              method=self.method, dt=dt)
         ys = ys.reshape(ys.shape[0], *x.shape)
         return SolveResult(x=ys[-1], nfe=sde.calls, trajectory=ys if return_trajectory else None)
