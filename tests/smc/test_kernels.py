@@ -131,3 +131,26 @@ def test_kernel_options_are_checked():
     with pytest.raises(CapabilityError, match="stochastic kernel"):
         smc.sample(tilted, 8, solver=DDPMAncestral(eta=0.0), **kw)
     assert {"euler_maruyama", "ddpm_ancestral", "dpmpp_2m_sde", "exponential"} <= set(smc.kernels())
+
+
+@pytest.mark.parametrize("solver", ["euler_maruyama", "ddpm_ancestral", "dpmpp_2m_sde", "exponential"])
+def test_the_loop_has_no_host_syncs(solver):
+    """Host reads and host-to-device copies inside ``smc.sample`` grow with the steps only as much as
+    in the kernel's ``init`` (which reads its CPU float64 coefficients before the loop): none in
+    the loop itself (the validation before it and the one report after it do not depend on the
+    steps)."""
+    from flowbridge.samplers.diagnostics import LoopAudit
+
+    target = smc.anneal(ring_mixture(2).field(PATH), 2.0)
+    counts = []
+    for steps in (4, 8):
+        audit, init_audit = LoopAudit("cpu"), LoopAudit("cpu")
+        with audit:
+            smc.sample(target, 16, shape=(2,), steps=steps, solver=solver, generator=torch.Generator().manual_seed(0), dtype=F64)
+        kernel = get_kernel(solver, PATH, 1.0, 0.0)
+        if kernel is not None:
+            x = torch.zeros(16, 2, dtype=F64)
+            with init_audit:
+                kernel.init(target.field, x, torch.linspace(PATH.t_min, PATH.t_max, steps + 1, dtype=F64))
+        counts.append((len(audit.host_reads) - len(init_audit.host_reads), len(audit.host_copies) - len(init_audit.host_copies)))
+    assert counts[0] == counts[1], counts
