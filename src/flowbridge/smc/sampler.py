@@ -52,7 +52,7 @@ from flowbridge.smc.geometric import WEIGHT_RULES
 from flowbridge.smc.particles import Particles
 from flowbridge.smc.pcnl import PCNL, pcnl_initial
 from flowbridge.smc.policies import ResamplePolicy, get_policy
-from flowbridge.smc.resampling import get_resampler
+from flowbridge.smc.resampling import get_resampler, resample_groups, take_particles
 
 
 #: the moves built into the targets (not registered solvers); see :mod:`flowbridge.smc.coefficients`
@@ -319,7 +319,6 @@ def sample(
     resampled = torch.zeros(steps, dtype=torch.bool, device=dev)
     collapse_at = torch.full((), -1, dtype=torch.long, device=dev)
     n_bad = torch.zeros((), dtype=torch.long, device=dev)
-    identity = torch.arange(n, device=dev)
     for i in range(steps):
         final = i == steps - 1
         if kernel is None:
@@ -348,20 +347,12 @@ def sample(
         decision = policy.decide(i, ess, n)
         if decision is False:
             continue
-        ancestors = resampler(log_w, generator=generator)
-        if decision is True:
-            log_z = log_z + (lse - log_n)
-            log_w = torch.zeros_like(log_w)
-            resampled[i] = True
-        else:
-            ancestors = torch.where(decision, ancestors, identity)
-            log_z = log_z + torch.where(decision, lse - log_n, torch.zeros_like(lse))
-            log_w = torch.where(decision, torch.zeros_like(log_w), log_w)
-            resampled[i] = decision
-        x = x.index_select(0, ancestors)
-        cache = cache.take(ancestors)
+        step = resample_groups(log_w, decision, resampler=resampler, generator=generator)
+        log_z, log_w, resampled[i] = log_z + step.log_mass, step.log_weights, step.resampled
+        x = take_particles(x, step.ancestors)
+        cache = cache.take(step.ancestors)
         if kernel is not None:
-            state = take_state(state, ancestors, n)
+            state = take_state(state, step.ancestors, n)
 
     log_z = log_z + torch.logsumexp(log_w, dim=0) - log_n
     final_particles = Particles(x, log_w)
