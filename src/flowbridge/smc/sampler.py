@@ -103,8 +103,8 @@ def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, ext
     if noise_scale != 1.0 or extra_noise != 0.0:
         option = "noise_scale" if noise_scale != 1.0 else "extra_noise"
         raise CapabilityError(
-            f"{option} sets the diffusion level of solver='euler_maruyama' (or 'exponential') only; the kernel {name!r} "
-            f"fixes its own level (set it on the solver instance, e.g. eta=); got {option}="
+            f"{option} sets the diffusion level of solver='euler_maruyama' or 'exponential' given by name; the kernel "
+            f"{name!r} given here fixes its own level (set it on the solver instance, e.g. eta= or noise_scale=); got {option}="
             f"{noise_scale if option == 'noise_scale' else extra_noise}"
         )
     return get_solver(solver)
