@@ -76,6 +76,17 @@ def _smc_sample(target: str):
     return call
 
 
+def _kernels(i: dict):
+    """Every kernel smc.kernels() names runs an SMC anneal (finite samples)."""
+    from flowbridge import smc
+
+    return [
+        smc.sample(_targets(i)["anneal"](), i["particles"], shape=(D,), steps=i["steps"], resample=i["policy"],
+                   solver=k, generator=torch.Generator().manual_seed(0)).samples
+        for k in smc.kernels()
+    ]
+
+
 def _resampler(name: str):
     def call(i: dict):
         from flowbridge import smc
@@ -194,6 +205,7 @@ PER_STEP = {"log_weights: wrong rank": "either", "log_weights: NaN entry": "prop
 ENTRIES = (
     Entry("flowbridge.smc.sample", _smc_sample("anneal"), (*TARGET, "beta"), method="anneal"),
     Entry("flowbridge.smc.anneal", _smc_sample("anneal"), ("beta",)),
+    Entry("flowbridge.smc.kernels", _kernels, ("particles", "steps", "policy", "beta")),
     Entry("flowbridge.smc.GeometricTarget", _smc_sample("product"), ("particles",), method="product"),
     Entry("flowbridge.smc.product", _smc_sample("product"), ()),
     # A guidance weight w may be 0 (unconditional) or negative (away from the condition).

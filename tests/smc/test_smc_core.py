@@ -148,3 +148,31 @@ def test_policy_options_read_positionally_and_method_is_keyword_only() -> None:
     assert smc.ESSBelow(0.3, method="residual").method == "residual"
     with pytest.raises(TypeError):
         smc.ESSBelow(0.3, "residual")  # type: ignore[misc]
+
+
+def test_resample_groups_is_the_shared_bookkeeping_step():
+    """One step for smc.sample (one group) and the particle posterior samplers (G groups): the chosen
+    groups get the resampler's ancestors, equal weights and their log mean weight in ``log_mass``;
+    the others are left exactly as they were."""
+    from flowbridge.smc.resampling import resample_groups, take_particles
+
+    g = torch.Generator().manual_seed(2)
+    log_w = torch.randn(3, 6, generator=g, dtype=F64)
+    x = torch.randn(3, 6, 2, generator=g, dtype=F64)
+    decision = torch.tensor([True, False, True])
+    step = resample_groups(log_w, decision, generator=torch.Generator().manual_seed(9))
+    drawn = smc.systematic(log_w, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(step.ancestors[0], drawn[0]) and torch.equal(step.ancestors[2], drawn[2])
+    assert torch.equal(step.ancestors[1], torch.arange(6))
+    assert torch.equal(step.log_weights[1], log_w[1]) and (step.log_weights[[0, 2]] == 0).all()
+    torch.testing.assert_close(step.log_mass, torch.where(decision, torch.logsumexp(log_w, 1) - math.log(6), torch.zeros(3, dtype=F64)))
+    # The mass each group represents is unchanged: log_mass + log mean of the new weights.
+    torch.testing.assert_close(step.log_mass + torch.logsumexp(step.log_weights, 1) - math.log(6),
+                               torch.where(decision, torch.logsumexp(log_w, 1) - math.log(6), torch.logsumexp(log_w, 1) - math.log(6)))
+    moved = take_particles(x, step.ancestors)
+    for k in range(3):
+        assert torch.equal(moved[k], take_particles(x[k], step.ancestors[k]))
+    every = resample_groups(log_w[0], True, generator=torch.Generator().manual_seed(9))
+    assert every.resampled is True and torch.equal(every.ancestors, drawn[0])
+    with pytest.raises(ValueError, match="decision"):
+        resample_groups(log_w, 1, generator=g)

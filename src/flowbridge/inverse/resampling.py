@@ -1,18 +1,22 @@
 r"""ESS-triggered resampling of ``G`` independent particle groups for the posterior samplers.
 
-The draw itself is :func:`flowbridge.smc.resampling.systematic` (batched over groups); this module
-only applies it to the groups whose ESS fell below a threshold, choosing with ``torch.where``
-rather than a Python ``if`` so that a step never synchronises with the device.
+The bookkeeping is SMC's (:func:`flowbridge.smc.resampling.resample_groups`, the step
+:func:`flowbridge.smc.sample` takes with one group): systematic draws batched over groups, kept with
+``torch.where`` in the groups whose ESS fell below a threshold, so that a step never synchronises
+with the device. This module adds the posterior samplers' convention: log-weights normalised per
+group.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from flowbridge.metrics import effective_sample_size
 from flowbridge.random import RandomSource
-from flowbridge.smc.resampling import systematic
+from flowbridge.smc.resampling import resample_groups, take_particles
 
 
 def resample_if_degenerate(
@@ -31,18 +35,13 @@ def resample_if_degenerate(
     Returns:
         The new particles, normalised log-weights (log-sum-exp 0 per group) and the carried tensors.
     """
-    g, p = log_weights.shape
+    p = log_weights.shape[1]
     log_weights = log_weights - torch.logsumexp(log_weights, dim=1, keepdim=True)
     ess = effective_sample_size(log_weights, dim=1)
-    degenerate = (ess < threshold * p)[:, None]  # (G, 1)
-    idx = systematic(log_weights, generator=generator)
-    keep = torch.arange(p, device=idx.device).expand(g, p)
-    idx = torch.where(degenerate, idx, keep)
-
-    def gather(t: Tensor) -> Tensor:
-        flat_idx = idx.reshape(g, p, *([1] * (t.ndim - 2))).expand_as(t)
-        return torch.gather(t, 1, flat_idx)
-
-    uniform = torch.full_like(log_weights, -float(torch.log(torch.tensor(float(p)))))
-    new_log_w = torch.where(degenerate, uniform, log_weights)
-    return gather(particles), new_log_w, tuple(gather(t) for t in extra)
+    step = resample_groups(log_weights, ess < threshold * p, generator=generator)
+    # Normalised: a resampled group's equal weights are 1/P each (the others are normalised already).
+    new_log_w = torch.where(step.resampled[:, None], step.log_weights - math.log(p), step.log_weights)  # type: ignore[index]
+    return (
+        take_particles(particles, step.ancestors), new_log_w,
+        tuple(take_particles(t, step.ancestors) for t in extra),
+    )

@@ -9,6 +9,9 @@ resampling, sample the intended one:
 >>> out = smc.sample(target, 4096, shape=(2,), steps=200, resample=smc.EveryStep(warmup=10))
 >>> out.samples, out.ess, out.log_normalizer
 
+Any registered solver with a Gaussian transition moves the particles (``solver="ddpm_ancestral"``,
+``"dpmpp_2m_sde"``, an instance, ...; :func:`kernels` lists them); the weights stay the target's.
+
 See ``docs/smc.md`` for the derivations in flowbridge's time convention (t = 0 noise, t = 1 data).
 """
 
@@ -20,7 +23,7 @@ from flowbridge.smc.particles import Particles
 from flowbridge.smc.pcnl import PCNL
 from flowbridge.smc.policies import ESSBelow, EveryStep, Never, ResamplePolicy, get_policy
 from flowbridge.smc.resampling import RESAMPLERS, get_resampler, multinomial, resample, residual, stratified, systematic
-from flowbridge.smc.sampler import SMCResult, sample
+from flowbridge.smc.sampler import SMCResult, kernels, sample
 from flowbridge.smc.tilted import TiltedTarget, tilted
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "get_policy",
     "get_resampler",
     "guided",
+    "kernels",
     "mixture_product",
     "multinomial",
     "noised_mixture",

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from flowbridge.errors import ArgumentError
+from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
 from flowbridge.errors import SamplingError, WeightCollapseError  # noqa: F401  (re-exported)
@@ -65,15 +66,54 @@ class MoveResult:
     log_increment: Tensor
 
 
+class PointField(Field):
+    r"""A field that answers at the particles from what the target already evaluated there.
+
+    The kernel of a step (a registered solver's :meth:`~flowbridge.samplers.Solver.transition`)
+    evaluates its field once, at ``(x, t_i)``: where the target has just evaluated the same field
+    at the same particles (for its weights), this wrapper hands that evaluation over instead of
+    paying for a second one. Asked at any other state (``y is not x``), it evaluates ``field``.
+
+    Args:
+        field: the field the particles' SDE is made of (:attr:`SMCTarget.field`).
+        x: the particles, (N, ...).
+        value: ``field``'s prediction at ``x`` in the parametrisation ``parametrisation``.
+        parametrisation: what ``value`` is (``velocity``, ``data``, ``noise`` or ``score``).
+    """
+
+    def __init__(self, field: Field, x: Tensor, value: Tensor, parametrisation: str) -> None:
+        super().__init__(field.path, parametrisation)
+        self.inner, self.at, self.value = field, x, value
+
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        if x is self.at:
+            return self.value
+        return getattr(self.inner, self.parametrisation)(x, t)
+
+
 class SMCTarget(ABC):
     """A Feynman–Kac target: a family :math:`\\tilde q_t` of unnormalised densities along a Gaussian path.
 
-    Implementations draw initial particles, evaluate what a step needs at the particles, and make
-    one weighted Euler–Maruyama move whose weights keep the particle law equal to :math:`q_t`.
+    Implementations draw initial particles, evaluate what a step needs at the particles (the
+    field's prediction and the weight rate or potential), and weigh one Gaussian move
+    :math:`x' = m + s\\,\\xi` (:meth:`advance`). The move's mean and standard deviation come from a
+    kernel: a registered solver's :meth:`~flowbridge.samplers.Solver.transition` on :attr:`field`
+    (given the field's evaluation at the particles by :meth:`kernel_field`), or the built-in
+    exponential move of :mod:`flowbridge.smc.coefficients` (:meth:`builtin_mean`).
+
+    Attributes:
+        path: the Gaussian path of the fields.
+        field: the field whose marginal-preserving SDE the particles follow (annealed, summed or
+            guided score; the prior for tilted targets); a plain :class:`~flowbridge.fields.Field`,
+            so that ``flowbridge.sample(target.field, ...)`` runs the uncorrected heuristic.
+        exponent_sum: :math:`B`: the target behaves like :math:`p_t^B` near the source.
+        needs_noise: the weights need a stochastic kernel (standard deviation > 0).
     """
 
     path: GaussianPath
-    exponent_sum: float = 1.0  # B: the target behaves like p_t^B near the source
+    field: Field
+    exponent_sum: float = 1.0
+    needs_noise: bool = False
 
     @abstractmethod
     def initial(
@@ -91,11 +131,29 @@ class SMCTarget(ABC):
         """Evaluates the fields (and potentials) at ``x`` and grid time ``c.t[i]``."""
 
     @abstractmethod
+    def kernel_field(self, x: Tensor, cache: PointCache) -> PointField:
+        """:attr:`field` at the particles ``x``, answering from ``cache`` (no new evaluation)."""
+
+    @abstractmethod
+    def builtin_mean(self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients) -> Tensor:
+        """The mean of the built-in move ``c.move`` from ``c.t[i]`` to ``c.t[i+1]`` (its standard
+        deviation is ``c.noise_std[i]``)."""
+
+    @abstractmethod
+    def advance(
+        self, x: Tensor, cache: PointCache, mean: Tensor, std: Tensor | float, i: int, c: StepCoefficients, *,
+        generator: RandomSource, weight_rule: str, final: bool,
+    ) -> MoveResult:
+        """Draws the move :math:`x' = m + s\\,\\xi` from ``c.t[i]`` to ``c.t[i+1]`` (twisted, for
+        tilted targets), evaluates at :math:`x'` and returns the log-weight increments."""
+
     def move(
         self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients, *, generator: RandomSource,
         weight_rule: str, final: bool,
     ) -> MoveResult:
-        """Moves from ``c.t[i]`` to ``c.t[i+1]`` and returns the weight increments."""
+        """One weighted built-in move (``c.move``) from ``c.t[i]`` to ``c.t[i+1]``."""
+        mean = self.builtin_mean(x, cache, i, c)
+        return self.advance(x, cache, mean, c.noise_std[i], i, c, generator=generator, weight_rule=weight_rule, final=final)
 
     @abstractmethod
     def nfe(self, steps: int, weight_rule: str) -> int:

@@ -38,7 +38,7 @@ from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field, same_path
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn, randn_like
-from flowbridge.smc.base import InitialParticles, MoveResult, PointCache, SMCTarget, features, sum_features
+from flowbridge.smc.base import InitialParticles, MoveResult, PointCache, PointField, SMCTarget, features, sum_features
 from flowbridge.smc.coefficients import StepCoefficients
 
 WEIGHT_RULES: tuple[str, ...] = ("trapezoid", "euler")
@@ -52,6 +52,25 @@ class GeometricCache(PointCache):
     score: Tensor
     data: Tensor
     rate: Tensor
+
+
+class GeometricField(Field):
+    r"""The field of the geometric combination: score :math:`\hat s = \sum_k\beta_k s_k` on the
+    fields' Gaussian path (parametrisation ``score``).
+
+    Its probability-flow velocity is :math:`\kappa x + \eta\hat s` and its reverse SDE
+    :math:`dx = (\kappa x + (\eta + \epsilon)\hat s)\,dt + \sqrt{2\epsilon}\,dW` — the dynamics of
+    the particles. Sampled alone (``flowbridge.sample(target.field, ...)``) it is the uncorrected
+    heuristic (scaled score, summed scores, CFG).
+    """
+
+    def __init__(self, fields: Sequence[Field], exponents: Sequence[float], path: GaussianPath) -> None:
+        super().__init__(path, "score")
+        self.members = torch.nn.ModuleList(fields)
+        self.exponents = [float(b) for b in exponents]
+
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        return sum(b * f.score(x, t) for b, f in zip(self.exponents, self.members))  # type: ignore[return-value]
 
 
 class GeometricTarget(SMCTarget):
@@ -87,6 +106,7 @@ class GeometricTarget(SMCTarget):
         self.fields, self.exponents, self.path = fields, exps, path
         self.total = sum(exps)
         self.exponent_sum = self.total
+        self.field = GeometricField(fields, exps, path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(exponents={self.exponents}, path={self.path!r})"
@@ -124,16 +144,22 @@ class GeometricTarget(SMCTarget):
         rate = (1 - self.total) * c.kappa[i] * features(x) + c.eta[i] * quad
         return GeometricCache(score=combined, data=sum(b * d for b, d in zip(self.exponents, data)), rate=rate)
 
-    def move(
-        self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients, *, generator: RandomSource,
-        weight_rule: str, final: bool,
+    def kernel_field(self, x: Tensor, cache: PointCache) -> PointField:
+        assert isinstance(cache, GeometricCache)
+        return PointField(self.field, x, cache.score, "score")
+
+    def builtin_mean(self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients) -> Tensor:
+        assert isinstance(cache, GeometricCache)
+        if c.move == "exponential":
+            return c.decay[i] * x + c.gain[i] * cache.data
+        return x + c.h[i] * (c.kappa[i] * x + (c.eta[i] + c.eps[i]) * cache.score)
+
+    def advance(
+        self, x: Tensor, cache: PointCache, mean: Tensor, std: Tensor | float, i: int, c: StepCoefficients, *,
+        generator: RandomSource, weight_rule: str, final: bool,
     ) -> MoveResult:
         assert isinstance(cache, GeometricCache)
-        noise = c.noise_std[i] * randn_like(x, generator=generator)
-        if c.move == "exponential":
-            x_new = c.decay[i] * x + c.gain[i] * cache.data + noise
-        else:
-            x_new = x + c.h[i] * (c.kappa[i] * x + (c.eta[i] + c.eps[i]) * cache.score) + noise
+        x_new = mean + std * randn_like(x, generator=generator)
         if final and weight_rule == "euler":
             # The left-point rule needs nothing at the last point: skip the evaluation.
             return MoveResult(x_new, cache, c.h[i] * cache.rate)

@@ -12,10 +12,18 @@ chosen :math:`N W^i` times in expectation (unbiased), using ``flowbridge.random`
 
 Everything is batched over leading dimensions and free of host syncs: the data-dependent number of
 deterministic copies in ``residual`` is handled with a mask, not with a Python branch.
+
+:func:`resample_groups` is the one weight-bookkeeping step of every particle method in flowbridge
+(:func:`flowbridge.smc.sample` with one group, the particle posterior samplers ``tds``, ``mcgdiff``
+and ``ensemble`` with ``G`` independent groups): resample the groups a policy chose, reset their
+weights and fold their mean weight into the normaliser; :func:`take_particles` moves any per-particle
+tensor with the ancestors.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -119,3 +127,64 @@ def get_resampler(name: str) -> Resampler:
 def resample(log_weights: Tensor, method: str = "systematic", *, generator: RandomSource = None) -> Tensor:
     """Ancestor indices (..., N) drawn by ``method`` from unnormalised ``log_weights`` (..., N)."""
     return get_resampler(method)(log_weights, generator=generator)
+
+
+@dataclass(frozen=True)
+class GroupResampling:
+    r"""The outcome of :func:`resample_groups` on log-weights of shape (..., P).
+
+    Attributes:
+        ancestors: (..., P) ancestor indices; the identity in groups that were not resampled.
+        log_weights: (..., P) the log-weights afterwards: 0 (equal weights) in resampled groups,
+            unchanged elsewhere.
+        log_mass: (...) what resampling folded into the log normaliser,
+            :math:`\log\frac1P\sum_i w^i` in resampled groups and 0 elsewhere (the running estimate
+            :math:`\log\hat Z` adds it; the final one adds the same of the last weights).
+        resampled: which groups were resampled: a Python bool for all, or a (...) bool tensor.
+    """
+
+    ancestors: Tensor
+    log_weights: Tensor
+    log_mass: Tensor
+    resampled: bool | Tensor
+
+
+def resample_groups(
+    log_weights: Tensor, decision: bool | Tensor, *, resampler: Resampler = None, generator: RandomSource = None,  # type: ignore[assignment]
+) -> GroupResampling:
+    """Resamples the groups chosen by ``decision`` without a host sync.
+
+    Args:
+        log_weights: (..., P) unnormalised log-weights of independent groups of ``P`` particles.
+        decision: ``True`` (resample every group) or a (...) bool tensor (e.g. ``ess < 0.5 * P``).
+            The ancestors are drawn for every group and kept with ``torch.where`` where the decision
+            says so, so that a data-dependent decision never synchronises with the device.
+        resampler: a registered resampler (default :func:`systematic`).
+        generator: the randomness of the draw.
+    """
+    draw = resampler if resampler is not None else systematic
+    p = log_weights.shape[-1]
+    lse = torch.logsumexp(log_weights, dim=-1)
+    ancestors = draw(log_weights, generator=generator)
+    log_mean = lse - math.log(p)
+    if decision is True:
+        return GroupResampling(ancestors, torch.zeros_like(log_weights), log_mean, True)
+    if not isinstance(decision, Tensor) or decision.dtype != torch.bool:
+        raise ArgumentError(f"decision must be True or a bool tensor of the groups' shape; got {decision!r}")
+    identity = torch.arange(p, device=ancestors.device).expand_as(ancestors)
+    chosen = decision[..., None]
+    return GroupResampling(
+        ancestors=torch.where(chosen, ancestors, identity),
+        log_weights=torch.where(chosen, torch.zeros_like(log_weights), log_weights),
+        log_mass=torch.where(decision, log_mean, torch.zeros_like(log_mean)),
+        resampled=decision,
+    )
+
+
+def take_particles(values: Tensor, ancestors: Tensor) -> Tensor:
+    """Reorders per-particle ``values`` by ``ancestors``: (P, ...) by (P,), or (G, P, ...) by (G, P)."""
+    if ancestors.ndim == 1:
+        return values.index_select(0, ancestors)
+    g, p = ancestors.shape
+    index = ancestors.reshape(g, p, *([1] * (values.ndim - 2))).expand_as(values)
+    return torch.gather(values, 1, index)

@@ -1,9 +1,22 @@
 r"""``flowbridge.smc.sample``: sequential Monte Carlo with Feynman–Kac weights along a Gaussian path.
 
-Each step makes one weighted Euler–Maruyama move of every particle (the target decides the drift
-and the log-weight increment), records the ESS, and lets the resampling policy decide whether to
-resample. The running estimate of the log normalising constant is the usual product of mean
-incremental weights,
+One kernel protocol moves the particles: any registered solver with a Gaussian transition
+(:attr:`~flowbridge.samplers.Solver.gaussian_transition`: ``euler_maruyama``, ``ddpm_ancestral``,
+``dpmpp_2m_sde``, ...) is a weighted driver's kernel. The driver
+
+1. initialises the solver once on the grid, ``state = solver.init(target.field, x, grid)``;
+2. per step asks it for the transition of the target's field at the particles,
+   ``solver.transition(target.kernel_field(x, cache), x, state, i) -> (mean, std, state)``, the
+   field's evaluation being the one the target already made for its weights (no extra NFE);
+3. lets the target draw :math:`x' = \text{mean} + \text{std}\,\xi` from the noise source (shifted by
+   a twist for tilted targets) and return the log-weight increments;
+4. records the ESS and lets the resampling policy decide whether to resample (the solver's
+   per-particle history, e.g. ``dpmpp_2m_sde``'s previous data prediction, is resampled with the
+   particles).
+
+The built-in ``exponential`` move (:mod:`flowbridge.smc.coefficients`), which uses the target's
+exponent sum, takes the place of step 2 when named. The running estimate of the log normalising
+constant is the usual product of mean incremental weights,
 
 .. math::
     \log\hat Z = \log Z_{t_0} + \sum_{\text{resampling epochs } e} \log\frac1N\sum_i w^i_e,
@@ -18,6 +31,8 @@ tensors and reported once after the loop.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,16 +43,90 @@ from torch import Tensor
 from flowbridge.errors import ArgumentError
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource
-from flowbridge.samplers.base import SamplingError
+from flowbridge.errors import CapabilityError
+from flowbridge.samplers.base import SOLVERS, SamplingError, Solver, get_solver
 from flowbridge.samplers.grids import make_grid
 from flowbridge.smc.base import InitialParticles, SMCTarget, WeightCollapseError
-from flowbridge.smc.coefficients import MOVES, step_coefficients
+from flowbridge.smc.coefficients import step_coefficients
 from flowbridge.smc.geometric import WEIGHT_RULES
 from flowbridge.smc.particles import Particles
 from flowbridge.smc.pcnl import PCNL, pcnl_initial
 from flowbridge.smc.policies import ResamplePolicy, get_policy
-from flowbridge.smc.resampling import get_resampler
+from flowbridge.smc.resampling import get_resampler, resample_groups, take_particles
 
+
+#: the moves built into the targets (not registered solvers); see :mod:`flowbridge.smc.coefficients`
+BUILTIN_MOVES: tuple[str, ...] = ("exponential",)
+
+
+def kernels() -> list[str]:
+    """The names :func:`sample` accepts as ``solver``: the built-in moves and every registered
+    solver with a Gaussian transition."""
+    return sorted([*BUILTIN_MOVES, *(n for n, cls in SOLVERS.items() if cls.gaussian_transition)])
+
+
+def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, extra_noise: float) -> Solver | None:
+    r"""The kernel of :func:`sample`: ``None`` for a built-in move, else a registered solver.
+
+    ``euler_maruyama`` by name is built on the SMC diffusion level,
+    :math:`\epsilon = \nu\,\sigma^2\dot\lambda + \epsilon_+` (``noise_scale``, ``extra_noise``).
+    Any other kernel fixes its own level (its options, e.g. ``DDPMAncestral(eta=)``:
+    :math:`\epsilon = \eta^2\sigma^2\dot\lambda`; ``DPMSolverPP2MSDE(eta=)``:
+    :math:`\epsilon = \eta\,\sigma^2\dot\lambda`; an ``EulerMaruyama`` instance its own
+    ``noise_scale``/``eps``), so ``noise_scale`` and ``extra_noise`` must keep their defaults there.
+
+    Raises:
+        ArgumentError: an unknown name or a non-solver.
+        CapabilityError: a solver without a Gaussian transition, or ``noise_scale``/``extra_noise``
+            given with a kernel that fixes its own diffusion level.
+    """
+    if isinstance(solver, str):
+        if solver in BUILTIN_MOVES:
+            return None
+        if solver not in SOLVERS:
+            raise ArgumentError(f"unknown SMC solver (move) {solver!r}; known: {', '.join(kernels())}")
+    elif not isinstance(solver, Solver):
+        raise ArgumentError(
+            f"solver must be a name (str) or a Solver instance; got {type(solver).__name__}; known: {', '.join(kernels())}"
+        )
+    name = solver if isinstance(solver, str) else solver.name
+    if not (type(solver) if isinstance(solver, Solver) else SOLVERS[name]).gaussian_transition:
+        raise CapabilityError(
+            f"solver {name!r} has no Gaussian transition, so SMC cannot use it as a kernel; known: {', '.join(kernels())}"
+        )
+    if solver == "euler_maruyama":
+        from flowbridge.samplers.sde.euler_maruyama import EulerMaruyama
+
+        if extra_noise == 0:
+            return EulerMaruyama(noise_scale=noise_scale)
+        return EulerMaruyama(eps=functools.partial(_smc_level, path=path, noise_scale=noise_scale, extra_noise=extra_noise))
+    if noise_scale != 1.0 or extra_noise != 0.0:
+        option = "noise_scale" if noise_scale != 1.0 else "extra_noise"
+        raise CapabilityError(
+            f"{option} sets the diffusion level of solver='euler_maruyama' or 'exponential' given by name; the kernel "
+            f"{name!r} given here fixes its own level (set it on the solver instance, e.g. eta= or noise_scale=); got {option}="
+            f"{noise_scale if option == 'noise_scale' else extra_noise}"
+        )
+    return get_solver(solver)
+
+
+def _smc_level(t: Tensor, *, path: GaussianPath, noise_scale: float, extra_noise: float) -> Tensor:
+    """:math:`\\nu\\,\\sigma^2\\dot\\lambda + \\epsilon_+` at ``t`` (the level of :func:`step_coefficients`)."""
+    return noise_scale * path.schedule(t).sigma ** 2 * path.schedule.d_log_snr(t) + extra_noise
+
+
+def take_state(state: object, ancestors: Tensor, n: int) -> object:
+    """A kernel's state after resampling: its top-level tensor fields with one row per particle
+    (per-particle history, e.g. ``dpmpp_2m_sde``'s previous data prediction) follow ``ancestors``;
+    everything else (coefficients, times) is shared by all particles and kept."""
+    if not dataclasses.is_dataclass(state):
+        return state
+    moved = {
+        f.name: v.index_select(0, ancestors)
+        for f in dataclasses.fields(state)
+        if isinstance(v := getattr(state, f.name), Tensor) and v.ndim > 0 and v.shape[0] == n
+    }
+    return dataclasses.replace(state, **moved) if moved else state  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -79,7 +168,7 @@ def sample(
     particles: int | Particles = 1024,
     *,
     shape: Sequence[int] | None = None,
-    solver: str = "euler_maruyama",
+    solver: str | Solver = "euler_maruyama",
     steps: int = 100,
     resample: str | ResamplePolicy | None = "ess",
     generator: RandomSource = None,
@@ -101,9 +190,14 @@ def sample(
         particles: the number ``N >= 2`` of particles, or initial :class:`Particles` at ``t_span[0]``
             (drawn from the target's source law; their weights are kept).
         shape: per-particle shape, e.g. ``(2,)`` (needed when ``particles`` is a number).
-        solver: the move: ``"euler_maruyama"`` (default) or ``"exponential"`` (exact on the linear
-            part of the drift, accurate only for small ``noise_scale``); see
-            :mod:`flowbridge.smc.coefficients`.
+        solver: the kernel that moves the particles, by name or instance: any registered solver
+            with a Gaussian transition (``"euler_maruyama"``, the default; ``"ddpm_ancestral"``;
+            ``"dpmpp_2m_sde"``; see :func:`kernels`), or the built-in ``"exponential"`` move (exact
+            on the linear part of the drift, accurate only for small ``noise_scale``; see
+            :mod:`flowbridge.smc.coefficients`). The weights do not depend on the choice (see
+            below); ``noise_scale`` and ``extra_noise`` set the diffusion level of
+            ``euler_maruyama`` and ``exponential`` only, the other kernels fix theirs
+            (:func:`get_kernel`).
         steps: number of moves.
         resample: a :class:`ResamplePolicy` (``EveryStep(warmup=, method=)``,
             ``ESSBelow(threshold=, method=)``: options by keyword, ``Never()``) or ``"every"``,
@@ -125,18 +219,46 @@ def sample(
         dtype: of the particles drawn when ``particles`` is a number.
         device: of the particles drawn when ``particles`` is a number.
 
+    **Why any kernel.** The particles follow the reverse SDE of :attr:`SMCTarget.field`,
+
+    .. math::
+        dx = \big(\kappa x + (\eta + \epsilon)\hat s\big)\,dt + \sqrt{2\epsilon}\,dW,
+        \qquad \eta = \sigma^2\dot\lambda,
+
+    and the Feynman–Kac weights (Skreta et al. 2025, "Feynman–Kac correctors") grow at a rate
+    :math:`g(x, t)` with :math:`d\log w = g\,dt` that does not involve :math:`\epsilon` nor the
+    discretisation of the move: the weighted Fokker–Planck identity
+    :math:`g = \partial_t\log\tilde q + \nabla\cdot b + b\cdot\nabla\log\tilde q
+    - \epsilon(\Delta\log\tilde q + |\nabla\log\tilde q|^2)` leaves, for the geometric targets,
+    :math:`g = (1 - B)\kappa d + \eta(|\hat s|^2 - \sum_k\beta_k|s_k|^2)`. A kernel whose
+    transition :math:`N(m_i, s_i^2 I)` satisfies :math:`m_i = x + h_i b(x, t_i) + O(h^2)` and
+    :math:`s_i^2 = 2\epsilon(t_i) h_i + O(h^2)` for some :math:`\epsilon \ge 0` is a first-order weak
+    discretisation of that SDE, and the quadrature of :math:`g` along its path (``weight_rule``) is
+    one of :math:`\int g\,dt`: the weighted law converges to :math:`\tilde q_{t_1}` at first order
+    in the step, whichever the kernel. Euler–Maruyama does so with
+    :math:`\epsilon = \nu\eta + \epsilon_+`; DDPM ancestral with :math:`\epsilon = \eta_{\rm DDIM}^2\,\eta`
+    (its posterior variance :math:`\sigma'^2(1 - e^{-2\Delta\lambda}) = 2\sigma^2\dot\lambda h + O(h^2)`);
+    DPM-Solver++(2M) SDE with :math:`\epsilon = \eta_{\rm DPM}\,\eta`
+    (:math:`\sigma'^2(1 - e^{-2\eta_{\rm DPM}\Delta\lambda})`). For tilted targets the increment is
+    the exact importance ratio of the twisted against the reference transition, so it holds for
+    any Gaussian kernel as is.
+
     Returns:
         :class:`SMCResult`.
 
     Raises:
         ValueError: bad particle counts, shapes, options or coefficients.
+        CapabilityError: a solver without a Gaussian transition, ``noise_scale``/``extra_noise``
+            with a kernel that fixes its own level, or a deterministic kernel for a tilted target.
         WeightCollapseError: every weight became zero (reported with the step and time).
         SamplingError: non-finite weight increments (NaN or ``+inf`` rewards or scores) or samples.
     """
     if not isinstance(target, SMCTarget):
         raise ArgumentError(f"target must be built by anneal, product, guided or tilted; got {type(target).__name__}")
-    if solver not in MOVES:
-        raise ArgumentError(f"unknown SMC solver {solver!r}; known: {', '.join(MOVES)}")
+    if not isinstance(solver, (str, Solver)):
+        raise ArgumentError(f"solver must be a name (str) or a Solver instance; got {type(solver).__name__}; known: {', '.join(kernels())}")
+    if isinstance(solver, str) and solver not in BUILTIN_MOVES and solver not in SOLVERS:
+        raise ArgumentError(f"unknown SMC solver (move) {solver!r}; known: {', '.join(kernels())}")
     if not isinstance(steps, int) or steps < 1:
         raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
     if weight_rule not in WEIGHT_RULES:
@@ -163,10 +285,14 @@ def sample(
         n = particles
         dtype = dtype or torch.get_default_dtype()
         dev = torch.device(device) if device is not None else torch.device("cpu")
+    builtin = isinstance(solver, str) and solver in BUILTIN_MOVES
     c = step_coefficients(
-        path, times, noise_scale, move=solver, exponent_sum=target.exponent_sum, extra_noise=extra_noise,
-        dtype=dtype, device=dev,
+        path, times, noise_scale, move=solver if builtin else "euler_maruyama",  # type: ignore[arg-type]
+        exponent_sum=target.exponent_sum, extra_noise=extra_noise, dtype=dtype, device=dev,
     )
+    kernel = get_kernel(solver, path, noise_scale, extra_noise)
+    if kernel is not None:
+        kernel.check(target.field, steps)
 
     if given is not None:
         if isinstance(init, PCNL):
@@ -186,16 +312,26 @@ def sample(
     if not correct:
         log_w = torch.zeros_like(log_w)
     x = start.x
+    state = kernel.init(target.field, x, times, generator=generator) if kernel is not None else None
     log_n = math.log(n)
     log_z = torch.zeros((), dtype=dtype, device=dev)
     ess_trace = torch.empty(steps, dtype=dtype, device=dev)
     resampled = torch.zeros(steps, dtype=torch.bool, device=dev)
     collapse_at = torch.full((), -1, dtype=torch.long, device=dev)
     n_bad = torch.zeros((), dtype=torch.long, device=dev)
-    identity = torch.arange(n, device=dev)
     for i in range(steps):
         final = i == steps - 1
-        moved = target.move(x, cache, i, c, generator=generator, weight_rule=weight_rule, final=final)
+        if kernel is None:
+            mean, std = target.builtin_mean(x, cache, i, c), c.noise_std[i]
+        else:
+            tr = kernel.transition(target.kernel_field(x, cache), x, state, i)
+            mean, std, state = tr.mean, tr.std, tr.state
+            if i == 0 and target.needs_noise and not std > 0:  # std: a Python float
+                raise CapabilityError(
+                    f"{type(target).__name__} needs a stochastic kernel; solver {kernel.name!r} made a deterministic "
+                    "step (standard deviation 0): set its stochasticity (eta=, noise_scale=) above 0"
+                )
+        moved = target.advance(x, cache, mean, std, i, c, generator=generator, weight_rule=weight_rule, final=final)
         x, cache = moved.x, moved.cache
         if correct:
             inc = moved.log_increment
@@ -211,18 +347,12 @@ def sample(
         decision = policy.decide(i, ess, n)
         if decision is False:
             continue
-        ancestors = resampler(log_w, generator=generator)
-        if decision is True:
-            log_z = log_z + (lse - log_n)
-            log_w = torch.zeros_like(log_w)
-            resampled[i] = True
-        else:
-            ancestors = torch.where(decision, ancestors, identity)
-            log_z = log_z + torch.where(decision, lse - log_n, torch.zeros_like(lse))
-            log_w = torch.where(decision, torch.zeros_like(log_w), log_w)
-            resampled[i] = decision
-        x = x.index_select(0, ancestors)
-        cache = cache.take(ancestors)
+        step = resample_groups(log_w, decision, resampler=resampler, generator=generator)
+        log_z, log_w, resampled[i] = log_z + step.log_mass, step.log_weights, step.resampled
+        x = take_particles(x, step.ancestors)
+        cache = cache.take(step.ancestors)
+        if kernel is not None:
+            state = take_state(state, step.ancestors, n)
 
     log_z = log_z + torch.logsumexp(log_w, dim=0) - log_n
     final_particles = Particles(x, log_w)

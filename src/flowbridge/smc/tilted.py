@@ -42,7 +42,7 @@ from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn, randn_like
-from flowbridge.smc.base import InitialParticles, MoveResult, PointCache, SMCTarget, sum_features, validate_log_potential
+from flowbridge.smc.base import InitialParticles, MoveResult, PointCache, PointField, SMCTarget, sum_features, validate_log_potential
 from flowbridge.smc.coefficients import StepCoefficients
 
 Reward = Callable[[Tensor], Tensor]
@@ -50,21 +50,24 @@ Reward = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class TiltedCache(PointCache):
-    """Reference drift and data prediction (N, ...), twist :math:`\\phi` (N,) and its gradient
-    (N, ...) or ``None``."""
+    """The field's prediction and posterior means (N, ...) (``None`` at the final time), twist
+    :math:`\\phi` (N,) and its gradient (N, ...) or ``None``."""
 
-    drift: Tensor | None
+    prediction: Tensor | None
     data: Tensor | None
+    noise: Tensor | None
     potential: Tensor
     grad: Tensor | None
 
 
 @dataclass(frozen=True)
 class Twist:
-    """Potential, its gradient and the posterior means at some particles (internal)."""
+    """Potential, its gradient, the field's prediction and the posterior means at some particles
+    (internal)."""
 
     potential: Tensor
     grad: Tensor | None
+    prediction: Tensor
     x1_hat: Tensor
     x0_hat: Tensor
 
@@ -94,6 +97,8 @@ class TiltedTarget(SMCTarget):
         self.field, self.reward, self.lam, self.gradient = field, reward, float(lam), gradient
         self.path = field.path
 
+    needs_noise = True
+
     def __repr__(self) -> str:
         return f"TiltedTarget(lam={self.lam}, gradient={self.gradient}, path={self.path!r})"
 
@@ -103,18 +108,22 @@ class TiltedTarget(SMCTarget):
     def twist(self, x: Tensor, t: Tensor, *, with_grad: bool) -> Twist:
         r""":math:`\phi(x) = r(\hat x_1(x, t))/\lambda` (and its gradient) from one field evaluation."""
         if not with_grad:
-            x1_hat, x0_hat = self._means(x, t)
-            return Twist(self._reward(x1_hat).detach(), None, x1_hat.detach(), x0_hat.detach())
+            out, (x1_hat, x0_hat) = self._predict(x, t)
+            return Twist(self._reward(x1_hat).detach(), None, out.detach(), x1_hat.detach(), x0_hat.detach())
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            x1_hat, x0_hat = self._means(xg, t)
+            out, (x1_hat, x0_hat) = self._predict(xg, t)
             phi = self._reward(x1_hat)
             (grad,) = torch.autograd.grad(phi.sum(), xg)
-        return Twist(phi.detach(), grad, x1_hat.detach(), x0_hat.detach())
+        return Twist(phi.detach(), grad, out.detach(), x1_hat.detach(), x0_hat.detach())
+
+    def _predict(self, x: Tensor, t: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        f = self.field
+        out = f.predict(x, t)
+        return out, self.path.to_posterior_means(out, f.parametrisation, x, t)
 
     def _means(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        f = self.field
-        return self.path.to_posterior_means(f.predict(x, t), f.parametrisation, x, t)
+        return self._predict(x, t)[1]
 
     def resolve_gradient(self, x: Tensor, t: Tensor) -> bool:
         """``gradient`` if set, else whether the reward is differentiable at the denoised ``x``."""
@@ -156,25 +165,30 @@ class TiltedTarget(SMCTarget):
     def evaluate(self, x: Tensor, i: int, c: StepCoefficients, *, final: bool, with_grad: bool = False) -> TiltedCache:
         if final:
             # The last target is the tilt itself, r(x)/lambda, not r at a denoised estimate.
-            return TiltedCache(drift=None, data=None, potential=self._reward(x).detach(), grad=None)
+            return TiltedCache(prediction=None, data=None, noise=None, potential=self._reward(x).detach(), grad=None)
         tw = self.twist(x, c.t[i], with_grad=with_grad)
-        t = c.t[i]
-        u = self.path.from_posterior_means(tw.x1_hat, tw.x0_hat, "velocity", x, t)
-        s = self.path.from_posterior_means(tw.x1_hat, tw.x0_hat, "score", x, t)
-        return TiltedCache(drift=u + c.eps[i] * s, data=tw.x1_hat, potential=tw.potential, grad=tw.grad)
+        return TiltedCache(prediction=tw.prediction, data=tw.x1_hat, noise=tw.x0_hat, potential=tw.potential, grad=tw.grad)
 
-    def move(
-        self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients, *, generator: RandomSource,
-        weight_rule: str, final: bool,
-    ) -> MoveResult:
-        assert isinstance(cache, TiltedCache) and cache.drift is not None and cache.data is not None
+    def kernel_field(self, x: Tensor, cache: PointCache) -> PointField:
+        assert isinstance(cache, TiltedCache) and cache.prediction is not None
+        return PointField(self.field, x, cache.prediction, self.field.parametrisation)
+
+    def builtin_mean(self, x: Tensor, cache: PointCache, i: int, c: StepCoefficients) -> Tensor:
+        assert isinstance(cache, TiltedCache) and cache.data is not None and cache.noise is not None
         if c.move == "exponential":
-            reference_mean = c.decay[i] * x + c.gain[i] * cache.data
-        else:
-            reference_mean = x + c.h[i] * cache.drift
+            return c.decay[i] * x + c.gain[i] * cache.data
+        t = c.t[i]
+        u = self.path.from_posterior_means(cache.data, cache.noise, "velocity", x, t)
+        s = self.path.from_posterior_means(cache.data, cache.noise, "score", x, t)
+        return x + c.h[i] * (u + c.eps[i] * s)
+
+    def advance(
+        self, x: Tensor, cache: PointCache, mean: Tensor, std: Tensor | float, i: int, c: StepCoefficients, *,
+        generator: RandomSource, weight_rule: str, final: bool,
+    ) -> MoveResult:
+        assert isinstance(cache, TiltedCache)
         z = randn_like(x, generator=generator)
-        std = c.noise_std[i]
-        x_new = reference_mean + std * z
+        x_new = mean + std * z
         log_ratio = torch.zeros_like(cache.potential)
         if cache.grad is not None:
             # Proposal N(m + V grad, V) against the reference N(m, V):
