@@ -287,17 +287,23 @@ class GroupedNoise(NoiseSource):
     Args:
         seeds: one integer seed per group.
         particles: particles per group.
+        member_seeds: the particles' own seeds (``groups * particles`` of them) instead of seeds
+            derived from the group's.
     """
 
     per_sample = True
 
-    def __init__(self, seeds: Sequence[int], particles: int) -> None:
+    def __init__(self, seeds: Sequence[int], particles: int, member_seeds: Sequence[int] | None = None) -> None:
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
             raise ArgumentError(f"particles must be a positive integer; got {particles!r}")
         self.group_seeds = [int(s) for s in seeds]
         self.particles = particles
         self.groups = SeedNoise(self.group_seeds).fork(0)
-        self.members = SeedNoise([s for g in self.group_seeds for s in index_seeds(g & ((1 << 63) - 1), 0, particles)])
+        if member_seeds is None:
+            member_seeds = [s for g in self.group_seeds for s in index_seeds(g & ((1 << 63) - 1), 0, particles)]
+        elif len(member_seeds) != len(self.group_seeds) * particles:
+            raise ArgumentError(f"member_seeds has {len(member_seeds)} entries; expected {len(self.group_seeds) * particles}")
+        self.members = SeedNoise(member_seeds)
 
     def __len__(self) -> int:
         return len(self.group_seeds)
@@ -339,10 +345,12 @@ class GroupedNoise(NoiseSource):
 
 def grouped_noise_source(
     generator: RandomSource, seeds: Sequence[int] | None, seed: int | None, groups: int, particles: int,
+    *, per_particle: bool = False,
 ) -> NoiseSource:
     """The noise source of a particle method (``groups`` populations of ``particles``) from the
-    ``generator`` / ``seeds`` / ``seed`` arguments: ``seeds`` (one per group) and ``seed`` give a
-    :class:`GroupedNoise`; a generator is one stream for everything.
+    ``generator`` / ``seeds`` / ``seed`` arguments: ``seeds`` (one per group, or with
+    ``per_particle`` one per particle) and ``seed`` give a :class:`GroupedNoise`; a generator is one
+    stream for everything.
 
     Raises:
         ArgumentError: more than one given, ``seeds`` of the wrong length, or a wrong type.
@@ -357,6 +365,9 @@ def grouped_noise_source(
     if seeds is not None:
         if isinstance(seeds, SeedNoise):
             seeds = seeds.seeds
+        if per_particle:
+            values = noise_source(seeds=seeds, batch=groups * particles).seeds  # type: ignore[attr-defined]
+            return GroupedNoise(values[::particles], particles, member_seeds=values)
         values = noise_source(seeds=seeds, batch=groups).seeds  # type: ignore[attr-defined]
         return GroupedNoise(values, particles)
     return noise_source(generator)

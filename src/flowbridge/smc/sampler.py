@@ -351,7 +351,7 @@ def sample(
             f"batch_size={batch_size!r}: SMC particles interact through the resampling, so one population of "
             f"{n} is never split into chunks; pass batch_size=None or >= {n}"
         )
-    generator = grouped_noise_source(generator, seeds, seed, 1, n)
+    generator = grouped_noise_source(generator, seeds, seed, 1, n, per_particle=True)
     builtin = isinstance(solver, str) and solver in BUILTIN_MOVES
     c = step_coefficients(
         path, times, noise_scale, move=solver if builtin else "euler_maruyama",  # type: ignore[arg-type]
