@@ -296,9 +296,10 @@ class GroupedNoise(NoiseSource):
     def __init__(self, seeds: Sequence[int], particles: int, member_seeds: Sequence[int] | None = None) -> None:
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
             raise ArgumentError(f"particles must be a positive integer; got {particles!r}")
-        self.group_seeds = [int(s) for s in seeds]
+        groups = SeedNoise(seeds)  # checks the seeds
+        self.group_seeds = groups.seeds
         self.particles = particles
-        self.groups = SeedNoise(self.group_seeds).fork(0)
+        self.groups = groups.fork(0)
         if member_seeds is None:
             member_seeds = [s for g in self.group_seeds for s in index_seeds(g & ((1 << 63) - 1), 0, particles)]
         elif len(member_seeds) != len(self.group_seeds) * particles:
@@ -355,6 +356,9 @@ def grouped_noise_source(
     Raises:
         ArgumentError: more than one given, ``seeds`` of the wrong length, or a wrong type.
     """
+    for name, value in (("groups", groups), ("particles", particles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
     given = sum(v is not None for v in (generator, seeds, seed))
     if given > 1:
         raise ArgumentError("pass at most one of generator, seeds and seed")
