@@ -29,7 +29,7 @@ def sample(
     steps: int = 100,
     *,
     shape: Sequence[int] | None = None,
-    num_samples: int | None = None,
+    num_samples: int = 1,
     particles: int | None = None,
     x0: Tensor | None = None,
     generator: RandomSource = None,
@@ -61,8 +61,8 @@ def sample(
         steps: grid intervals, i.e. field evaluations per sample or particle along the path (the
             last interval ends at the clean node); reported as ``nfe``.
         shape: ``(num_samples, *input_shape)`` (the event must be the operator's input shape); or
-            give ``num_samples`` (default 1).
-        num_samples: number of posterior draws. Particle samplers run ``num_samples`` independent
+            give ``num_samples``.
+        num_samples: number of posterior draws (default 1, or ``shape[0]``). Particle samplers run ``num_samples`` independent
             groups of ``particles`` particles and return one draw per group (``enkg`` returns its
             ensemble members, ``ceil(num_samples / particles)`` ensembles).
         particles: particles per group (particle samplers only; >= 2).
@@ -120,10 +120,9 @@ def sample(
             raise ArgumentError(f"shape must be a sequence of integers; got {tuple(shape)!r}") from None
         if dims[1:] != tuple(op.input_shape):
             raise ArgumentError(f"shape={dims}: the event must be the operator's input shape {tuple(op.input_shape)}")
-        if num_samples is not None and num_samples != dims[0]:
-            raise ArgumentError(f"num_samples={num_samples} disagrees with shape={dims}")
+        if num_samples not in (1, dims[0]):
+            raise ArgumentError(f"num_samples={num_samples!r} disagrees with shape={dims}; give one of them")
         num_samples = dims[0]
-    num_samples = 1 if num_samples is None else num_samples
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ArgumentError(f"num_samples must be a positive integer; got {num_samples!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
