@@ -298,3 +298,24 @@ def test_result_base(entry: Entry) -> None:
     assert isinstance(out, SamplingResult) and isinstance(out, fb.SamplingResult)
     assert isinstance(out.x, torch.Tensor) and out.x.shape == (3, D) and torch.isfinite(out.x).all()
     assert isinstance(out.nfe, int) and out.nfe >= STEPS
+
+
+# every posterior sampler on the per-sample streams ------------------------------------------------
+
+@pytest.mark.parametrize("method", sorted(fb.inverse.POSTERIOR_SAMPLERS))
+def test_every_posterior_sampler_keys_samples_by_their_seeds(method: str) -> None:
+    """Sample (group) ``i`` under ``seed=`` is the same whatever the number of samples and the chunk;
+    ``enkg``'s ensemble members interact: reproducible for the same ``num_samples`` only."""
+    cls = fb.inverse.POSTERIOR_SAMPLERS[method]
+    particles = 3 if cls.uses_particles else None
+
+    def run(n, **kw):
+        return inverse_sample(FIELD, _measurement(), method, 4, num_samples=n, particles=particles, seed=11, **kw).x
+
+    five = run(5)
+    if cls.returns_all_particles:
+        _close(run(5), five)
+        _close(run(5, batch_size=3), five)  # chunks of whole ensembles: the same ensembles
+        return
+    _close(run(3), five[:3])
+    _close(run(5, batch_size=2), five)
