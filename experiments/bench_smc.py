@@ -57,7 +57,7 @@ def quality(samples: torch.Tensor, sampler) -> float:
 
 def run(target, n, d, steps, seed=0, **kw):
     t = time.perf_counter()
-    out = smc.sample(target, n, shape=(d,), steps=steps, generator=torch.Generator().manual_seed(seed), dtype=F64, **kw)
+    out = smc.sample(target, shape=(n, d), steps=steps, generator=torch.Generator().manual_seed(seed), dtype=F64, **kw)
     return out, time.perf_counter() - t
 
 
@@ -238,7 +238,7 @@ def overhead(lines: list[str]) -> None:
 
         def t_smc(pol):
             t = time.perf_counter()
-            smc.sample(smc.anneal(field, 2.0), n, shape=(2,), steps=steps, resample=pol, generator=torch.Generator().manual_seed(0), dtype=F64)
+            smc.sample(smc.anneal(field, 2.0), shape=(n, 2), steps=steps, resample=pol, generator=torch.Generator().manual_seed(0), dtype=F64)
             return time.perf_counter() - t
 
         plain = statistics.median(t_plain() for _ in range(5))

@@ -105,7 +105,7 @@ def consistency(device: torch.device, tiny: bool) -> list[tuple[str, str]]:
 
     def smc_run(target: Callable[[torch.device], Any]) -> Callable[[torch.device], torch.Tensor]:
         def run(dev: torch.device) -> torch.Tensor:
-            out = smc.sample(target(dev), n, shape=(2,), steps=steps, generator=torch.Generator().manual_seed(2),
+            out = smc.sample(target(dev), shape=(n, 2), steps=steps, generator=torch.Generator().manual_seed(2),
                              dtype=torch.float64, device=dev)
             return out.samples
         return run

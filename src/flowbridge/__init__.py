@@ -15,7 +15,7 @@ from flowbridge.paths import (
     get_schedule,
 )
 from flowbridge.random import NoiseSource, SeedNoise, StackedGenerators
-from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, get_solver, sample
+from flowbridge.samplers import SOLVERS, SampleOutput, SamplingError, SamplingResult, get_solver, sample
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "NetworkField",
     "SampleOutput",
     "SamplingError",
+    "SamplingResult",
     "NoiseSource",
     "SeedNoise",
     "StackedGenerators",

@@ -275,6 +275,108 @@ def noise_source(generator: RandomSource = None, seeds: Sequence[int] | None = N
     return as_noise_source(generator)
 
 
+class GroupedNoise(NoiseSource):
+    """Per-sample streams for interacting particles: ``groups`` populations of ``particles`` each.
+
+    Sample (group) ``g`` is keyed by one seed; its particles draw from per-particle streams derived
+    from it (:func:`index_seeds`), and draws of one value per group (resampling uniforms, leading
+    dimension ``groups``) from a fork of the group streams. Group ``g`` thus depends on its seed
+    alone, whatever the number of groups or the chunk it is drawn in; particles inside a group
+    interact, so a group is never split.
+
+    Args:
+        seeds: one integer seed per group.
+        particles: particles per group.
+        member_seeds: the particles' own seeds (``groups * particles`` of them) instead of seeds
+            derived from the group's.
+    """
+
+    per_sample = True
+
+    def __init__(self, seeds: Sequence[int], particles: int, member_seeds: Sequence[int] | None = None) -> None:
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+            raise ArgumentError(f"particles must be a positive integer; got {particles!r}")
+        groups = SeedNoise(seeds)  # checks the seeds
+        self.group_seeds = groups.seeds
+        self.particles = particles
+        self.groups = groups.fork(0)
+        if member_seeds is None:
+            member_seeds = [s for g in self.group_seeds for s in index_seeds(g & ((1 << 63) - 1), 0, particles)]
+        elif len(member_seeds) != len(self.group_seeds) * particles:
+            raise ArgumentError(f"member_seeds has {len(member_seeds)} entries; expected {len(self.group_seeds) * particles}")
+        self.members = SeedNoise(member_seeds)
+
+    def __len__(self) -> int:
+        return len(self.group_seeds)
+
+    def _pick(self, shape: Sequence[int]) -> NoiseSource:
+        if shape and shape[0] == len(self.members):
+            return self.members
+        if shape and shape[0] == len(self.group_seeds):
+            return self.groups
+        raise ArgumentError(
+            f"batch size {shape[0] if shape else None} is neither the number of groups {len(self.group_seeds)} "
+            f"nor of particles {len(self.members)}"
+        )
+
+    def normal(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str,
+               interval: tuple[float, float] | None = None) -> Tensor:
+        return self._pick(shape).normal(shape, dtype=dtype, device=device)
+
+    def uniform(self, shape: Sequence[int], *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        return self._pick(shape).uniform(shape, dtype=dtype, device=device)
+
+    def split(self, start: int, stop: int) -> "GroupedNoise":
+        """The groups ``start .. stop - 1`` (their particles with them)."""
+        part = GroupedNoise.__new__(GroupedNoise)
+        part.group_seeds, part.particles = self.group_seeds[start:stop], self.particles
+        part.groups = self.groups.split(start, stop)
+        part.members = self.members.split(start * self.particles, stop * self.particles)
+        return part
+
+    def fork(self, tag: int) -> "GroupedNoise":
+        forked = GroupedNoise.__new__(GroupedNoise)
+        forked.group_seeds, forked.particles = self.group_seeds, self.particles
+        forked.groups, forked.members = self.groups.fork(tag), self.members.fork(tag)
+        return forked
+
+    def graph_key(self) -> object:
+        return ("grouped", self.groups.graph_key(), self.members.graph_key())
+
+
+def grouped_noise_source(
+    generator: RandomSource, seeds: Sequence[int] | None, seed: int | None, groups: int, particles: int,
+    *, per_particle: bool = False,
+) -> NoiseSource:
+    """The noise source of a particle method (``groups`` populations of ``particles``) from the
+    ``generator`` / ``seeds`` / ``seed`` arguments: ``seeds`` (one per group, or with
+    ``per_particle`` one per particle) and ``seed`` give a :class:`GroupedNoise`; a generator is one
+    stream for everything.
+
+    Raises:
+        ArgumentError: more than one given, ``seeds`` of the wrong length, or a wrong type.
+    """
+    for name, value in (("groups", groups), ("particles", particles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name} must be a positive integer; got {value!r}")
+    given = sum(v is not None for v in (generator, seeds, seed))
+    if given > 1:
+        raise ArgumentError("pass at most one of generator, seeds and seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ArgumentError(f"seed must be an integer; got {type(seed).__name__}")
+        return GroupedNoise(index_seeds(seed, 0, groups), particles)
+    if seeds is not None:
+        if isinstance(seeds, SeedNoise):
+            seeds = seeds.seeds
+        if per_particle:
+            values = noise_source(seeds=seeds, batch=groups * particles).seeds  # type: ignore[attr-defined]
+            return GroupedNoise(values[::particles], particles, member_seeds=values)
+        values = noise_source(seeds=seeds, batch=groups).seeds  # type: ignore[attr-defined]
+        return GroupedNoise(values, particles)
+    return noise_source(generator)
+
+
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     try:
         dims = tuple(shape)
@@ -335,11 +437,13 @@ def index_seeds(seed: int, start: int, stop: int) -> list[int]:
 
 __all__ = [
     "GeneratorNoise",
+    "GroupedNoise",
     "NoiseSource",
     "RandomSource",
     "SeedNoise",
     "StackedGenerators",
     "as_noise_source",
+    "grouped_noise_source",
     "index_seeds",
     "noise_source",
     "torch_generator",

@@ -58,7 +58,7 @@ def test_bad_num_samples_steps_and_x_init() -> None:
         sample(field, meas, "ddrm", num_samples=0)
     with pytest.raises(ValueError, match="steps"):
         sample(field, meas, "ddrm", num_samples=2, steps=0)
-    with pytest.raises(ValueError, match="x_init must have shape"):
+    with pytest.raises(ValueError, match="x0 \\(x_init\\) must have shape"):
         sample(field, meas, "ddrm", num_samples=2, steps=3, x_init=torch.zeros(3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="does not use particles"):
         sample(field, meas, "ddrm", num_samples=2, steps=3, particles=8)

@@ -164,6 +164,24 @@ def _torch_generator(generator):
     return torch_generator(generator, "the test")
 
 
+def _grouped_noise(seeds, particles):
+    from flowbridge.random import GroupedNoise
+
+    source = GroupedNoise(seeds, particles)
+    members = source.normal((len(seeds) * particles, 2), dtype=torch.float64, device="cpu")
+    groups = source.uniform((len(seeds), 1), dtype=torch.float64, device="cpu")
+    # group g's draws depend on its seed alone
+    again = source.split(1, len(seeds)).fork(0)
+    assert again.normal(((len(seeds) - 1) * particles, 2), dtype=torch.float64, device="cpu").shape[0] == (len(seeds) - 1) * particles
+    return members, groups
+
+
+def _grouped_noise_source(**kw):
+    from flowbridge.random import grouped_noise_source
+
+    return grouped_noise_source(**kw).normal((kw["groups"] * kw["particles"], 2), dtype=torch.float64, device="cpu")
+
+
 def _as_noise_source(generator):
     from flowbridge.random import as_noise_source
 
@@ -574,6 +592,12 @@ ENTRIES = (
     case("flowbridge.random.GeneratorNoise", _generator_noise, lambda: {"generator": _g()}, {"generator": [3, "seed", [1]]}),
     case("flowbridge.random.noise_source", _noise_source, lambda: {"seed": 3, "batch": 3},
          {"seed": ["3", 1.5, True], "batch": [None], "seeds": [[1, 2], ["a", "b", "c"]], "generator": [3, "g"]}),
+    case("flowbridge.random.GroupedNoise", _grouped_noise, lambda: {"seeds": [1, 2, 3], "particles": 2},
+         {"seeds": [[], None, ["a"], [1.5]], "particles": [0, -1, 2.5, True, "2"]}),
+    case("flowbridge.random.grouped_noise_source", _grouped_noise_source,
+         lambda: {"generator": None, "seeds": None, "seed": 3, "groups": 3, "particles": 2},
+         {"seed": ["3", 1.5, True], "groups": [0, 2.5, None], "particles": [0, -1, "2"], "seeds#with seed": [[1, 2, 3]],
+          "generator": [3, "g"]}),
     case("flowbridge.random.randn", _draw("randn"), lambda: {"shape": (2, 3), "generator": _g()},
          {"shape": [(-1, 2), "ab", None], "generator": [3]}),
     case("flowbridge.random.rand", _draw("rand"), lambda: {"shape": (2, 3), "generator": _g()},

@@ -69,7 +69,7 @@ def _smc_sample(target: str):
     def call(i: dict):
         from flowbridge import smc
 
-        out = smc.sample(_targets(i)[target](), i["particles"], shape=(D,), steps=i["steps"], resample=i["policy"],
+        out = smc.sample(_targets(i)[target](), shape=(i["particles"], D), steps=i["steps"], resample=i["policy"],
                          solver=i["solver"], generator=torch.Generator().manual_seed(0))
         return out.samples
 
@@ -81,7 +81,7 @@ def _kernels(i: dict):
     from flowbridge import smc
 
     return [
-        smc.sample(_targets(i)["anneal"](), i["particles"], shape=(D,), steps=i["steps"], resample=i["policy"],
+        smc.sample(_targets(i)["anneal"](), shape=(i["particles"], D), steps=i["steps"], resample=i["policy"],
                    solver=k, generator=torch.Generator().manual_seed(0)).samples
         for k in smc.kernels()
     ]
@@ -137,7 +137,7 @@ def _pcnl(i: dict):
     from flowbridge import smc
 
     a, _ = fields()
-    return smc.sample(smc.tilted(a, _reward(i), i["lam"]), i["particles"], shape=(D,), steps=i["steps"],
+    return smc.sample(smc.tilted(a, _reward(i), i["lam"]), shape=(i["particles"], D), steps=i["steps"],
                       init=smc.PCNL(steps=i["steps"], step_size=i["beta"] / 4), generator=torch.Generator().manual_seed(0)).samples
 
 

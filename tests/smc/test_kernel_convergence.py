@@ -65,7 +65,7 @@ def _stats(out: smc.SMCResult) -> torch.Tensor:
 def _errors(solver: str, steps: int, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     target = smc.anneal(GaussianMixture(torch.ones(1, dtype=F64), MU[None], SIGMA[None]).field(PATH), BETA)
     est = torch.stack([
-        _stats(smc.sample(target, N, shape=(2,), steps=steps, solver=solver, generator=torch.Generator().manual_seed(seed), dtype=F64))
+        _stats(smc.sample(target, shape=(N, 2), steps=steps, solver=solver, generator=torch.Generator().manual_seed(seed), dtype=F64))
         for seed in range(R)
     ])
     return est.mean(0) - truth, est.std(0) / math.sqrt(R)
@@ -82,7 +82,7 @@ def test_kernel_converges_to_the_exact_annealed_gaussian(solver):
     assert sig4 <= sig1 / 2, (solver, sig1, sig4)
     if solver == "euler_maruyama":
         target = smc.anneal(GaussianMixture(torch.ones(1, dtype=F64), MU[None], SIGMA[None]).field(PATH), BETA)
-        plain = smc.sample(target, N, shape=(2,), steps=4 * S0, correct=False, generator=torch.Generator().manual_seed(0), dtype=F64)
+        plain = smc.sample(target, shape=(N, 2), steps=4 * S0, correct=False, generator=torch.Generator().manual_seed(0), dtype=F64)
         x = plain.samples
         cov = torch.cov(x.T)
         err = (torch.stack([cov[0, 0], cov[0, 1], cov[1, 1]]) - truth[2:5]).abs()
@@ -117,7 +117,7 @@ def test_tilted_target_with_any_kernel_converges_to_the_closed_form(solver):
 
     def errors(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         est = torch.stack([
-            _stats(smc.sample(smc.tilted(field, _reward, 1.0, gradient=True), 2048, shape=(2,), steps=steps, solver=solver,
+            _stats(smc.sample(smc.tilted(field, _reward, 1.0, gradient=True), shape=(2048, 2), steps=steps, solver=solver,
                               generator=torch.Generator().manual_seed(seed), dtype=F64))
             for seed in range(6)
         ])

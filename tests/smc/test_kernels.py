@@ -95,7 +95,7 @@ class _Counting(Field):
 @pytest.mark.parametrize("solver", ["euler_maruyama", "ddpm_ancestral", "dpmpp_2m_sde", DPMSolverPP2MSDE(eta=2.0)])
 def test_kernels_add_no_field_evaluations(solver):
     field = _Counting(ring_mixture(2).field(PATH))
-    out = smc.sample(smc.anneal(field, 2.0), 32, shape=(2,), steps=10, solver=solver, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = smc.sample(smc.anneal(field, 2.0), shape=(32, 2), steps=10, solver=solver, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert field.calls == out.nfe == 11  # trapezoid rule: one evaluation per grid time
     assert torch.isfinite(out.samples).all()
 
@@ -118,18 +118,18 @@ def test_kernel_options_are_checked():
     target = smc.anneal(ring_mixture(2).field(PATH), 2.0)
     kw = dict(shape=(2,), steps=4, dtype=F64)
     with pytest.raises(CapabilityError, match="no Gaussian transition"):
-        smc.sample(target, 8, solver="heun", **kw)
+        smc.sample(target, particles=8, solver="heun", **kw)
     with pytest.raises(CapabilityError, match="no Gaussian transition"):
-        smc.sample(target, 8, solver=get_solver("dpmpp_2m"), **kw)
+        smc.sample(target, particles=8, solver=get_solver("dpmpp_2m"), **kw)
     with pytest.raises(ArgumentError, match="unknown SMC solver.*ddpm_ancestral"):
-        smc.sample(target, 8, solver="nope", **kw)
+        smc.sample(target, particles=8, solver="nope", **kw)
     with pytest.raises(CapabilityError, match="noise_scale.*ddpm_ancestral.*eta"):
-        smc.sample(target, 8, solver="ddpm_ancestral", noise_scale=2.0, **kw)
+        smc.sample(target, particles=8, solver="ddpm_ancestral", noise_scale=2.0, **kw)
     with pytest.raises(CapabilityError, match="extra_noise"):
-        smc.sample(target, 8, solver=DDPMAncestral(eta=0.5), extra_noise=1.0, **kw)
+        smc.sample(target, particles=8, solver=DDPMAncestral(eta=0.5), extra_noise=1.0, **kw)
     tilted = smc.tilted(ring_mixture(2).field(PATH), lambda x: -(x**2).sum(-1), 1.0)
     with pytest.raises(CapabilityError, match="stochastic kernel"):
-        smc.sample(tilted, 8, solver=DDPMAncestral(eta=0.0), **kw)
+        smc.sample(tilted, particles=8, solver=DDPMAncestral(eta=0.0), **kw)
     assert {"euler_maruyama", "ddpm_ancestral", "dpmpp_2m_sde", "exponential"} <= set(smc.kernels())
 
 
@@ -146,7 +146,7 @@ def test_the_loop_has_no_host_syncs(solver):
     for steps in (4, 8):
         audit, init_audit = LoopAudit("cpu"), LoopAudit("cpu")
         with audit:
-            smc.sample(target, 16, shape=(2,), steps=steps, solver=solver, generator=torch.Generator().manual_seed(0), dtype=F64)
+            smc.sample(target, shape=(16, 2), steps=steps, solver=solver, generator=torch.Generator().manual_seed(0), dtype=F64)
         kernel = get_kernel(solver, PATH, 1.0, 0.0)
         if kernel is not None:
             x = torch.zeros(16, 2, dtype=F64)

@@ -63,14 +63,14 @@ def _field(d: int = 2, schedule=None):
 
 @pytest.mark.parametrize("policy,expected", [(smc.EveryStep(warmup=3), 10 - 1 - 3), (smc.Never(), 0)])
 def test_policies_count_resamplings(policy, expected):
-    out = smc.sample(smc.anneal(_field(), 2.0), 64, shape=(2,), steps=10, resample=policy, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = smc.sample(smc.anneal(_field(), 2.0), shape=(64, 2), steps=10, resample=policy, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert out.num_resamplings == expected
     assert out.ess.shape == (10,) and out.resampled.shape == (10,)
     assert out.nfe == 11  # one field, trapezoid rule: steps + 1 evaluations
 
 
 def test_ess_policy_triggers_only_below_threshold():
-    out = smc.sample(smc.anneal(_field(), 3.0), 256, shape=(2,), steps=40, resample=smc.ESSBelow(threshold=0.5), generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = smc.sample(smc.anneal(_field(), 3.0), shape=(256, 2), steps=40, resample=smc.ESSBelow(threshold=0.5), generator=torch.Generator().manual_seed(0), dtype=F64)
     # Resampled exactly at the steps whose ESS fell below N/2 (last step excluded: final draw).
     below = out.ess[:-1] < 128
     assert torch.equal(out.resampled[:-1], below)
@@ -83,7 +83,7 @@ def test_bad_input_is_rejected_clearly():
         with pytest.raises(ValueError, match="beta"):
             smc.anneal(f, beta)
     with pytest.raises(ValueError, match="particles"):
-        smc.sample(smc.anneal(f, 2.0), 1, shape=(2,), steps=5)
+        smc.sample(smc.anneal(f, 2.0), shape=(1, 2), steps=5)
     with pytest.raises(ValueError, match="share one path"):
         smc.product(f, ring_mixture(2).field("trig"))
     with pytest.raises(ValueError, match="at least two"):
@@ -91,20 +91,20 @@ def test_bad_input_is_rejected_clearly():
     with pytest.raises(ValueError, match="threshold"):
         smc.ESSBelow(threshold=0.0)
     with pytest.raises(ValueError, match="shape"):
-        smc.sample(smc.anneal(f, 2.0), 16, steps=5)
+        smc.sample(smc.anneal(f, 2.0), particles=16, steps=5)
     with pytest.raises(ValueError, match="lam"):
         smc.tilted(f, lambda x: x.sum(-1), 0.0)
     with pytest.raises(ValueError, match="one value per particle"):
-        smc.sample(smc.tilted(f, lambda x: x, 1.0), 16, shape=(2,), steps=5, dtype=F64)
+        smc.sample(smc.tilted(f, lambda x: x, 1.0), shape=(16, 2), steps=5, dtype=F64)
     with pytest.raises(ValueError, match="NaN or \\+inf"):
-        smc.sample(smc.tilted(f, lambda x: x.sum(-1) * float("nan"), 1.0), 16, shape=(2,), steps=5, dtype=F64)
+        smc.sample(smc.tilted(f, lambda x: x.sum(-1) * float("nan"), 1.0), shape=(16, 2), steps=5, dtype=F64)
     with pytest.raises(ValueError, match="NaN or \\+inf"):
-        smc.sample(smc.tilted(f, lambda x: torch.full_like(x[:, 0], float("inf")), 1.0), 16, shape=(2,), steps=5, dtype=F64)
+        smc.sample(smc.tilted(f, lambda x: torch.full_like(x[:, 0], float("inf")), 1.0), shape=(16, 2), steps=5, dtype=F64)
     with pytest.raises(ValueError, match="noise_scale"):
-        smc.sample(smc.tilted(f, lambda x: x.sum(-1), 1.0), 16, shape=(2,), steps=5, noise_scale=0.0, dtype=F64)
+        smc.sample(smc.tilted(f, lambda x: x.sum(-1), 1.0), shape=(16, 2), steps=5, noise_scale=0.0, dtype=F64)
     with pytest.raises(ValueError, match="not finite"):
         # The linear path has alpha(0) = 0: the coefficients are infinite at t = 0.
-        smc.sample(smc.anneal(ring_mixture(2).field("linear"), 2.0), 16, shape=(2,), steps=5)
+        smc.sample(smc.anneal(ring_mixture(2).field("linear"), 2.0), shape=(16, 2), steps=5)
 
 
 def test_total_weight_collapse_is_reported_not_nan():
@@ -121,7 +121,7 @@ def test_total_weight_collapse_is_reported_not_nan():
         return torch.zeros_like(x[:, 0]) if calls["n"] <= 3 else reward(x)
 
     with pytest.raises(smc.WeightCollapseError, match="weight collapse") as info:
-        smc.sample(smc.tilted(f, late_reward, 1.0, gradient=False), 32, shape=(2,), steps=10, generator=torch.Generator().manual_seed(0), dtype=F64)
+        smc.sample(smc.tilted(f, late_reward, 1.0, gradient=False), shape=(32, 2), steps=10, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert info.value.step >= 0
 
 
@@ -133,13 +133,13 @@ def test_nan_rewards_inside_the_loop_are_reported():
         return x.sum(-1) * (float("nan") if calls["n"] > 4 else 1.0)
 
     with pytest.raises(smc.sampler.SamplingError, match="NaN or \\+inf log-weight"):
-        smc.sample(smc.tilted(_field(), flaky, 1.0, gradient=False), 32, shape=(2,), steps=10, dtype=F64)
+        smc.sample(smc.tilted(_field(), flaky, 1.0, gradient=False), shape=(32, 2), steps=10, dtype=F64)
 
 
 def test_same_seed_same_result():
     kw = dict(shape=(2,), steps=20, resample="ess", dtype=F64)
-    a = smc.sample(smc.guided(_field(), _field(), 2.0), 64, generator=torch.Generator().manual_seed(5), **kw)
-    b = smc.sample(smc.guided(_field(), _field(), 2.0), 64, generator=torch.Generator().manual_seed(5), **kw)
+    a = smc.sample(smc.guided(_field(), _field(), 2.0), particles=64, generator=torch.Generator().manual_seed(5), **kw)
+    b = smc.sample(smc.guided(_field(), _field(), 2.0), particles=64, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(a.samples, b.samples)
 
 

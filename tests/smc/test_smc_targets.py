@@ -30,7 +30,7 @@ def _ratio(samples, sampler):
 
 
 def _run(target, n, d, steps, **kw):
-    return smc.sample(target, n, shape=(d,), steps=steps, generator=torch.Generator().manual_seed(0), dtype=F64, **kw)
+    return smc.sample(target, shape=(n, d), steps=steps, generator=torch.Generator().manual_seed(0), dtype=F64, **kw)
 
 
 def _second_expert(d):
@@ -124,7 +124,7 @@ def test_pcnl_samples_the_twisted_initial_law():
     assert init.includes_potential and init.log_normalizer is None
     assert float(init.x.var(0).mean()) == pytest.approx(var, rel=0.04)
     assert 0.3 < float(init.acceptance) < 1.0
-    out = smc.sample(target, 256, shape=(2,), steps=10, init=smc.PCNL(steps=5), generator=torch.Generator().manual_seed(1), dtype=F64)
+    out = smc.sample(target, shape=(256, 2), steps=10, init=smc.PCNL(steps=5), generator=torch.Generator().manual_seed(1), dtype=F64)
     assert out.log_normalizer is None and out.nfe == 10 + 6
 
 
@@ -133,6 +133,6 @@ def test_product_log_normalizer_within_three_standard_errors():
     a, b = ring_mixture(2), _second_expert(2)
     exact = smc.mixture_product(smc.noised_mixture(a, PATH, T1), smc.noised_mixture(b, PATH, T1))
     target = smc.product(a.field(PATH), b.field(PATH))
-    lz = [float(smc.sample(target, 2000, shape=(2,), steps=800, extra_noise=1.0, generator=torch.Generator().manual_seed(s), dtype=F64).log_normalizer) for s in range(6)]
+    lz = [float(smc.sample(target, shape=(2000, 2), steps=800, extra_noise=1.0, generator=torch.Generator().manual_seed(s), dtype=F64).log_normalizer) for s in range(6)]
     se = statistics.stdev(lz) / math.sqrt(len(lz))
     assert abs(statistics.fmean(lz) - exact.log_normalizer) <= 3 * se, (statistics.fmean(lz), se, exact.log_normalizer)

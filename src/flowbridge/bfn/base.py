@@ -51,21 +51,21 @@ def sample_on_flow(
         raise ArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
     source = noise_source(generator, seeds, seed, total)
     span = t_span if t_span is not None else (bfn.schedule.t_min, 1.0)
+    # One run of flowbridge.sample over all chunks: one progress display, callbacks with the
+    # chunks' offsets; then the output distribution's draw per chunk from a fork of its streams.
+    out = flowbridge_sample(
+        bfn.field(net), solver, steps, shape=(total, *flow_shape[1:]), generator=source, grid=grid,
+        grid_options=grid_options, t_span=span, batch_size=batch_size, progress=progress, callback=callback,
+        dtype=dtype, device=device, **solver_options,
+    )
     chunk = batch_size or total
-    xs, params, nfe = [], [], 0
+    xs = []
     for lo in range(0, total, chunk):
         hi = min(lo + chunk, total)
         part = source if (lo, hi) == (0, total) else source.split(lo, hi)
-        out = flowbridge_sample(
-            bfn.field(net), solver, steps, shape=(hi - lo, *flow_shape[1:]), generator=part, grid=grid,
-            grid_options=grid_options, t_span=span, progress=progress, callback=callback, dtype=dtype, device=device,
-            **solver_options,
-        )
-        xs.append(bfn.final_sample(net, out.x, generator=part.fork(1)))
-        params.append(out.x)
-        nfe = out.nfe + 1
-    cat = (lambda v: v[0] if len(v) == 1 else torch.cat(v))  # noqa: E731
-    return BFNSample(x=cat(xs), nfe=nfe, params=cat(params))
+        xs.append(bfn.final_sample(net, out.x[lo:hi], generator=part.fork(1)))
+    x = xs[0] if len(xs) == 1 else torch.cat(xs)
+    return BFNSample(x=x, nfe=out.nfe + 1, params=out.x)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ whose log-weights follow the Feynman–Kac rate derived from the Fokker–Planck
 resampling, sample the intended one:
 
 >>> target = smc.anneal(mixture.field("vp"), beta=2.0)
->>> out = smc.sample(target, 4096, shape=(2,), steps=200, resample=smc.EveryStep(warmup=10))
+>>> out = smc.sample(target, shape=(4096, 2), steps=200, resample=smc.EveryStep(warmup=10))
 >>> out.samples, out.ess, out.log_normalizer
 
 Any registered solver with a Gaussian transition moves the particles (``solver="ddpm_ancestral"``,

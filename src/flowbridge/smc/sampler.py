@@ -34,17 +34,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from flowbridge.errors import ArgumentError
+from flowbridge._progress import Progress
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.paths.gaussian import GaussianPath
-from flowbridge.random import RandomSource
-from flowbridge.errors import CapabilityError
-from flowbridge.samplers.base import SOLVERS, SamplingError, Solver, get_solver
+from flowbridge.random import RandomSource, grouped_noise_source
+from flowbridge.samplers.base import SOLVERS, Observer, SamplingError, SamplingResult, Solver, StepInfo, get_solver
 from flowbridge.samplers.grids import make_grid
 from flowbridge.smc.base import InitialParticles, SMCTarget, WeightCollapseError
 from flowbridge.smc.coefficients import step_coefficients
@@ -65,7 +67,9 @@ def kernels() -> list[str]:
     return sorted([*BUILTIN_MOVES, *(n for n, cls in SOLVERS.items() if cls.gaussian_transition)])
 
 
-def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, extra_noise: float) -> Solver | None:
+def get_kernel(
+    solver: str | Solver, path: GaussianPath, noise_scale: float, extra_noise: float, **options: Any,
+) -> Solver | None:
     r"""The kernel of :func:`sample`: ``None`` for a built-in move, else a registered solver.
 
     ``euler_maruyama`` by name is built on the SMC diffusion level,
@@ -82,6 +86,11 @@ def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, ext
     """
     if isinstance(solver, str):
         if solver in BUILTIN_MOVES:
+            if options:
+                raise ArgumentError(
+                    f"the built-in {solver!r} move has no option(s) {sorted(options)}; its diffusion level is set by "
+                    "smc.sample's noise_scale and extra_noise"
+                )
             return None
         if solver not in SOLVERS:
             raise ArgumentError(f"unknown SMC solver (move) {solver!r}; known: {', '.join(kernels())}")
@@ -97,9 +106,15 @@ def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, ext
     if solver == "euler_maruyama":
         from flowbridge.samplers.sde.euler_maruyama import EulerMaruyama
 
+        get_solver(solver, **options)  # unknown options fail here with the solver's options
+        level = {k: options.pop(k) for k in ("noise_scale", "eps") if k in options}
+        if level:
+            raise ArgumentError(
+                f"euler_maruyama's {sorted(level)} is SMC's diffusion level: pass noise_scale= / extra_noise= to smc.sample"
+            )
         if extra_noise == 0:
-            return EulerMaruyama(noise_scale=noise_scale)
-        return EulerMaruyama(eps=functools.partial(_smc_level, path=path, noise_scale=noise_scale, extra_noise=extra_noise))
+            return EulerMaruyama(noise_scale=noise_scale, **options)
+        return EulerMaruyama(eps=functools.partial(_smc_level, path=path, noise_scale=noise_scale, extra_noise=extra_noise), **options)
     if noise_scale != 1.0 or extra_noise != 0.0:
         option = "noise_scale" if noise_scale != 1.0 else "extra_noise"
         raise CapabilityError(
@@ -107,7 +122,7 @@ def get_kernel(solver: str | Solver, path: GaussianPath, noise_scale: float, ext
             f"{name!r} given here fixes its own level (set it on the solver instance, e.g. eta= or noise_scale=); got {option}="
             f"{noise_scale if option == 'noise_scale' else extra_noise}"
         )
-    return get_solver(solver)
+    return get_solver(solver, **options)
 
 
 def _smc_level(t: Tensor, *, path: GaussianPath, noise_scale: float, extra_noise: float) -> Tensor:
@@ -130,11 +145,12 @@ def take_state(state: object, ancestors: Tensor, n: int) -> object:
 
 
 @dataclass(frozen=True)
-class SMCResult:
+class SMCResult(SamplingResult):
     """What :func:`sample` returns.
 
     Attributes:
-        samples: (N, ...) equally weighted samples (the final particles resampled once more).
+        x: (N, ...) equally weighted samples (the final particles resampled once more); also
+            ``samples``.
         particles: the final weighted particles (before that last resampling).
         ess: (S,) effective sample size after each step's reweighting, before resampling.
         resampled: (S,) whether the policy resampled after each step.
@@ -147,15 +163,18 @@ class SMCResult:
         init_acceptance: acceptance rate of an MCMC initialisation, else ``None``.
     """
 
-    samples: Tensor
     particles: Particles
     ess: Tensor
     resampled: Tensor
     num_resamplings: int
     log_normalizer: Tensor | None
-    nfe: int
     times: Tensor
     init_acceptance: Tensor | None = None
+
+    @property
+    def samples(self) -> Tensor:
+        """The equally weighted samples (``x``)."""
+        return self.x
 
     @property
     def ess_fraction(self) -> Tensor:
@@ -165,31 +184,35 @@ class SMCResult:
 
 def sample(
     target: SMCTarget,
-    particles: int | Particles = 1024,
-    *,
-    shape: Sequence[int] | None = None,
     solver: str | Solver = "euler_maruyama",
     steps: int = 100,
+    *,
+    shape: Sequence[int] | None = None,
+    particles: int | Particles | None = None,
     resample: str | ResamplePolicy | None = "ess",
     generator: RandomSource = None,
+    seeds: Sequence[int] | None = None,
+    seed: int | None = None,
     noise_scale: float = 1.0,
     extra_noise: float = 0.0,
     weight_rule: str = "trapezoid",
     init: str | PCNL = "gaussian",
     correct: bool = True,
     grid: str = "uniform",
+    grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    callback: Observer | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    **solver_options: Any,
 ) -> SMCResult:
     r"""Samples a Feynman–Kac target with weighted particles and resampling.
 
     Args:
         target: :func:`~flowbridge.smc.anneal`, :func:`~flowbridge.smc.product`,
             :func:`~flowbridge.smc.guided` or :func:`~flowbridge.smc.tilted`.
-        particles: the number ``N >= 2`` of particles, or initial :class:`Particles` at ``t_span[0]``
-            (drawn from the target's source law; their weights are kept).
-        shape: per-particle shape, e.g. ``(2,)`` (needed when ``particles`` is a number).
         solver: the kernel that moves the particles, by name or instance: any registered solver
             with a Gaussian transition (``"euler_maruyama"``, the default; ``"ddpm_ancestral"``;
             ``"dpmpp_2m_sde"``; see :func:`kernels`), or the built-in ``"exponential"`` move (exact
@@ -198,11 +221,23 @@ def sample(
             below); ``noise_scale`` and ``extra_noise`` set the diffusion level of
             ``euler_maruyama`` and ``exponential`` only, the other kernels fix theirs
             (:func:`get_kernel`).
-        steps: number of moves.
+        steps: number of moves (grid intervals).
+        shape: ``(N, *event)``: ``N >= 2`` particles of shape ``event``, one interacting population
+            whose resampled particles are the returned samples.
+        particles: the number ``N`` of particles (must agree with ``shape[0]`` when both are
+            given; then ``shape`` may also be the per-particle ``event`` alone), or initial
+            :class:`Particles` at ``t_span[0]`` (drawn from the target's source law; their weights
+            are kept).
         resample: a :class:`ResamplePolicy` (``EveryStep(warmup=, method=)``,
             ``ESSBelow(threshold=, method=)``: options by keyword, ``Never()``) or ``"every"``,
             ``"ess"``, ``"never"``/``None``.
-        generator: the only source of randomness (moves, resampling, initialisation).
+        generator: a ``torch.Generator`` (or :class:`~flowbridge.random.NoiseSource`): one
+            stream for the moves, the resampling and the initialisation.
+        seeds: ``N`` per-particle seeds, or ``seed``: one integer
+            (:func:`~flowbridge.random.grouped_noise_source`, the population as one group). The
+            particles interact through the resampling, so the result is reproducible for the same
+            ``N`` and seed(s), but particle ``i`` is not independent of ``N`` (unlike
+            :func:`flowbridge.sample`). At most one of ``generator``, ``seeds`` and ``seed``.
         noise_scale: multiplier :math:`\nu` of the natural diffusion level :math:`\eta = \sigma^2\dot\lambda`.
         extra_noise: a constant :math:`\epsilon_+` added to the diffusion level,
             :math:`\epsilon = \nu\eta + \epsilon_+`. The Feynman–Kac weights do not depend on
@@ -214,10 +249,18 @@ def sample(
         init: ``"gaussian"`` (the target's source law) or :class:`PCNL` options (tilted targets).
         correct: ``False`` runs the same drift without weights or resampling: the uncorrected
             heuristic (scaled score, summed scores, plain CFG, reward gradient guidance).
-        grid: time grid name (``uniform``, ``quadratic``, ``logsnr``, ``karras``).
+        grid: time grid name (``uniform``, ``quadratic``, ``logsnr``, ``karras``); ``grid_options``
+            its options (e.g. ``{"rho": 7}``).
         t_span: (t0, t1), default the path's regular interval.
+        batch_size: the population is never split (its particles interact): ``None`` or at least
+            ``N``; anything smaller is an :class:`~flowbridge.errors.ArgumentError`.
+        progress: show progress (a bar on a terminal, a line per tenth of the steps in a log).
+        callback: called after every move with a :class:`~flowbridge.samplers.StepInfo` (step,
+            steps, time reached, the particles before resampling, offset 0).
         dtype: of the particles drawn when ``particles`` is a number.
         device: of the particles drawn when ``particles`` is a number.
+        **solver_options: passed to the kernel's constructor when ``solver`` is a name (e.g.
+            ``eta=0.5`` for ``ddpm_ancestral``); unknown options fail with the kernel's options.
 
     **Why any kernel.** The particles follow the reverse SDE of :attr:`SMCTarget.field`,
 
@@ -247,7 +290,7 @@ def sample(
         :class:`SMCResult`.
 
     Raises:
-        ValueError: bad particle counts, shapes, options or coefficients.
+        ArgumentError: bad particle counts, shapes, options or coefficients.
         CapabilityError: a solver without a Gaussian transition, ``noise_scale``/``extra_noise``
             with a kernel that fixes its own level, or a deterministic kernel for a tilted target.
         WeightCollapseError: every weight became zero (reported with the step and time).
@@ -259,38 +302,62 @@ def sample(
         raise ArgumentError(f"solver must be a name (str) or a Solver instance; got {type(solver).__name__}; known: {', '.join(kernels())}")
     if isinstance(solver, str) and solver not in BUILTIN_MOVES and solver not in SOLVERS:
         raise ArgumentError(f"unknown SMC solver (move) {solver!r}; known: {', '.join(kernels())}")
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
     if weight_rule not in WEIGHT_RULES:
         raise ArgumentError(f"unknown weight_rule {weight_rule!r}; known: {', '.join(WEIGHT_RULES)}")
+    if callback is not None and not callable(callback):
+        raise ArgumentError(f"callback must be callable callback(StepInfo); got {type(callback).__name__}")
+    if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
+        raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
     policy = get_policy(resample)
     resampler = get_resampler(policy.method)
     path: GaussianPath = target.path
     t0, t1 = t_span if t_span is not None else (path.t_min, path.t_max)
-    times = make_grid(grid, steps, float(t0), float(t1), path.schedule)
+    times = make_grid(grid, steps, float(t0), float(t1), path.schedule, **(grid_options or {}))
 
     given: Particles | None = None
     if isinstance(particles, Particles):
         given = particles
         n, event = given.n, tuple(given.x.shape[1:])
+        if shape is not None and tuple(shape) not in ((n, *event), event):
+            raise ArgumentError(f"shape={tuple(shape)} disagrees with the given particles of shape {(n, *event)}")
         dtype, dev = given.x.dtype, given.x.device
     else:
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
+        if particles is not None and (isinstance(particles, bool) or not isinstance(particles, int) or particles < 2):
             raise ArgumentError(f"particles must be an integer >= 2 (or Particles); got {particles!r}")
         if shape is None:
-            raise ArgumentError("give shape=(d,) (the per-particle shape) when particles is a number")
-        event = tuple(int(s) for s in shape)
-        if not event or min(event) < 1:
-            raise ArgumentError(f"shape must be a non-empty per-particle shape with positive sizes; got {tuple(shape)}")
-        n = particles
+            raise ArgumentError("give shape=(N, *event) (N particles of shape event)")
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+            raise ArgumentError(f"shape must be (N, *event); got {shape!r}")
+        try:
+            dims = tuple(operator.index(s) for s in shape)
+        except TypeError:
+            raise ArgumentError(f"shape must be a sequence of integers (N, *event); got {tuple(shape)!r}") from None
+        if particles is None:
+            if len(dims) < 2:
+                raise ArgumentError(f"shape must be (N, *event) with a non-empty event, e.g. (512, 2); got {dims}")
+            n, event = dims[0], dims[1:]
+        elif len(dims) >= 2 and dims[0] == particles:
+            n, event = particles, dims[1:]
+        else:
+            n, event = particles, dims
+        if n < 2 or not event or min(event) < 1:
+            raise ArgumentError(f"shape must be (N, *event) with N >= 2 particles and positive sizes; got {dims}")
         dtype = dtype or torch.get_default_dtype()
         dev = torch.device(device) if device is not None else torch.device("cpu")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < n):
+        raise ArgumentError(
+            f"batch_size={batch_size!r}: SMC particles interact through the resampling, so one population of "
+            f"{n} is never split into chunks; pass batch_size=None or >= {n}"
+        )
+    generator = grouped_noise_source(generator, seeds, seed, 1, n, per_particle=True)
     builtin = isinstance(solver, str) and solver in BUILTIN_MOVES
     c = step_coefficients(
         path, times, noise_scale, move=solver if builtin else "euler_maruyama",  # type: ignore[arg-type]
         exponent_sum=target.exponent_sum, extra_noise=extra_noise, dtype=dtype, device=dev,
     )
-    kernel = get_kernel(solver, path, noise_scale, extra_noise)
+    kernel = get_kernel(solver, path, noise_scale, extra_noise, **solver_options)
     if kernel is not None:
         kernel.check(target.field, steps)
 
@@ -316,9 +383,11 @@ def sample(
     log_n = math.log(n)
     log_z = torch.zeros((), dtype=dtype, device=dev)
     ess_trace = torch.empty(steps, dtype=dtype, device=dev)
+    t_floats = times.tolist() if callback is not None else []  # the grid is a CPU tensor: no device sync
     resampled = torch.zeros(steps, dtype=torch.bool, device=dev)
     collapse_at = torch.full((), -1, dtype=torch.long, device=dev)
     n_bad = torch.zeros((), dtype=torch.long, device=dev)
+    meter = Progress(steps, f"SMC ({kernel.name if kernel is not None else solver})") if progress else None
     for i in range(steps):
         final = i == steps - 1
         if kernel is None:
@@ -342,6 +411,10 @@ def sample(
         collapse_at = torch.where((collapse_at < 0) & torch.isneginf(lse), torch.full_like(collapse_at, i), collapse_at)
         ess = torch.exp(2 * lse - torch.logsumexp(2 * log_w, dim=0))
         ess_trace[i] = ess
+        if meter is not None:
+            meter.update()
+        if callback is not None:
+            callback(StepInfo(step=i, steps=steps, t=t_floats[i + 1], x=x))
         if final or not correct:
             continue
         decision = policy.decide(i, ess, n)
@@ -354,6 +427,8 @@ def sample(
         if kernel is not None:
             state = take_state(state, step.ancestors, n)
 
+    if meter is not None:
+        meter.close()
     log_z = log_z + torch.logsumexp(log_w, dim=0) - log_n
     final_particles = Particles(x, log_w)
     samples = x.index_select(0, resampler(log_w, generator=generator))
@@ -376,7 +451,7 @@ def sample(
         raise SamplingError(f"SMC produced non-finite samples ({steps} steps); try more steps")
     known_z = correct and start.log_normalizer is not None
     return SMCResult(
-        samples=samples,
+        x=samples,
         particles=final_particles,
         ess=ess_trace,
         resampled=resampled,

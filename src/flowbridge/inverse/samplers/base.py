@@ -23,6 +23,7 @@ The reverse kernel between nodes :math:`(\alpha, \sigma) \to (\alpha', \sigma')`
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, ClassVar
@@ -36,6 +37,7 @@ from flowbridge.fields.base import Field
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn_like
+from flowbridge.samplers.base import Observer, SamplingResult, StepInfo
 from flowbridge.samplers.grids import make_grid
 
 POSTERIOR_SAMPLERS: dict[str, type["PosteriorSampler"]] = {}
@@ -57,11 +59,26 @@ def register_posterior_sampler(name: str) -> Callable[[type["PosteriorSampler"]]
     return wrap
 
 
-def get_posterior_sampler(name: str, **options: Any) -> "PosteriorSampler":
-    """Builds a registered posterior sampler; unknown names fail with the list of known ones."""
+def get_posterior_sampler(name: "str | PosteriorSampler", **options: Any) -> "PosteriorSampler":
+    """Builds a registered posterior sampler by name (or returns an instance as is); unknown names
+    and options fail with the known ones (:class:`~flowbridge.errors.ArgumentError`)."""
+    if isinstance(name, PosteriorSampler):
+        if options:
+            raise ArgumentError(f"options {sorted(options)} given with a posterior sampler instance; set them on the instance")
+        return name
+    if not isinstance(name, str):
+        raise ArgumentError(
+            f"method must be a registered name or a PosteriorSampler instance; got {type(name).__name__}; "
+            f"known posterior samplers: {', '.join(sorted(POSTERIOR_SAMPLERS))}"
+        )
     if name not in POSTERIOR_SAMPLERS:
         raise registry_error("posterior sampler", name, list(POSTERIOR_SAMPLERS))
-    return POSTERIOR_SAMPLERS[name](**options)
+    cls = POSTERIOR_SAMPLERS[name]
+    params = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+    unknown = sorted(k for k in options if k not in params)
+    if unknown:
+        raise ArgumentError(f"posterior sampler {name!r} has no option(s) {unknown}; its options: {params or 'none'}")
+    return cls(**options)
 
 
 @dataclass
@@ -82,12 +99,13 @@ class Counters:
 
 
 @dataclass(frozen=True)
-class PosteriorSamples:
+class PosteriorSamples(SamplingResult):
     """What :func:`flowbridge.inverse.sample` returns.
 
     Attributes:
-        samples: (num_samples, *shape) posterior draws; for particle samplers, one draw from each
-            independent group's final weighted particles.
+        x: (num_samples, *shape) posterior draws (also ``samples``); for particle samplers, one
+            draw from each independent group's final weighted particles.
+        nfe: prior-field evaluations per sample or particle (``counters.nfe``).
         method: the sampler's name.
         counters: work per sample or per particle (:class:`Counters`).
         log_weights: (num_samples, particles) normalised final log-weights, or ``None``.
@@ -96,7 +114,6 @@ class PosteriorSamples:
         min_ess: (num_samples,) smallest ESS seen during the run (before resampling), or ``None``.
     """
 
-    samples: Tensor
     method: str
     counters: Counters
     log_weights: Tensor | None = None
@@ -105,8 +122,9 @@ class PosteriorSamples:
     min_ess: Tensor | None = None
 
     @property
-    def nfe(self) -> int:
-        return self.counters.nfe
+    def samples(self) -> Tensor:
+        """The posterior draws (``x``)."""
+        return self.x
 
 
 @dataclass(frozen=True)
@@ -140,7 +158,7 @@ class TimeGrid:
 
     @staticmethod
     def build(path: GaussianPath, steps: int, *, grid: str = "uniform", t_start: float | None = None,
-              t_end: float | None = None) -> "TimeGrid":
+              t_end: float | None = None, grid_options: dict[str, float] | None = None) -> "TimeGrid":
         """``steps`` nodes from ``t_start`` to ``t_end`` on ``path`` plus the clean node."""
         if not isinstance(steps, int) or steps < 1:
             raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
@@ -153,7 +171,7 @@ class TimeGrid:
         if steps == 1:
             times = torch.tensor([start], dtype=torch.float64)
         else:
-            times = make_grid(grid, steps - 1, start, end, path.schedule)
+            times = make_grid(grid, steps - 1, start, end, path.schedule, **(grid_options or {}))
         v = path.schedule(times)
         return TimeGrid(
             t=tuple(times.tolist()) + (1.0,),
@@ -267,11 +285,17 @@ class PosteriorSampler:
     def finish(self, ctx: Context, state: Any, *, generator: RandomSource) -> PosteriorSamples:
         raise NotImplementedError
 
-    def run(self, ctx: Context, x_init: Tensor, *, generator: RandomSource) -> PosteriorSamples:
-        """``init``, then ``step`` for every grid interval, then ``finish``."""
+    def run(self, ctx: Context, x_init: Tensor, *, generator: RandomSource, observer: Observer | None = None,
+            offset: int = 0) -> PosteriorSamples:
+        """``init``, then ``step`` for every grid interval (``observer`` sees a
+        :class:`~flowbridge.samplers.StepInfo` after each, ``offset`` the chunk's first sample),
+        then ``finish``."""
         state = self.init(ctx, x_init, generator=generator)
-        for i in range(ctx.grid.steps):
+        steps = ctx.grid.steps
+        for i in range(steps):
             state = self.step(ctx, state, i, generator=generator)
+            if observer is not None:
+                observer(StepInfo(step=i, steps=steps, t=ctx.grid.t[i + 1], x=state.x, offset=offset))
         return self.finish(ctx, state, generator=generator)
 
 

@@ -137,4 +137,4 @@ class DAPS(PosteriorSampler):
         return DAPSState(x=x)
 
     def finish(self, ctx: Context, state: DAPSState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x, method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x, nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)

@@ -76,4 +76,4 @@ class DDRM(PosteriorSampler):
         return DDRMState(x=g.alpha[i + 1] * dec.v(z_next))
 
     def finish(self, ctx: Context, state: DDRMState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x, method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x, nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)

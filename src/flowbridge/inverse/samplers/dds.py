@@ -76,4 +76,4 @@ class DDS(PosteriorSampler):
         return DDSState(x=x)
 
     def finish(self, ctx: Context, state: DDSState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x, method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x, nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)

@@ -60,4 +60,4 @@ class DPS(PosteriorSampler):
         return DPSState(x=x - self.step_size * grad)
 
     def finish(self, ctx: Context, state: DPSState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x.detach(), method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x.detach(), nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)

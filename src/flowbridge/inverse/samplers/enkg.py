@@ -93,4 +93,4 @@ class EnKG(PosteriorSampler):
         return EnKGState(x=ddim_step(ctx.grid, i, state.x, guided, self.eta, generator=generator))
 
     def finish(self, ctx: Context, state: EnKGState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x, method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x, nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)

@@ -59,7 +59,8 @@ def particle_result(
     log_weights = log_weights - torch.logsumexp(log_weights, dim=1, keepdim=True)
     x = x.detach()
     return PosteriorSamples(
-        samples=draw_one_per_group(x, log_weights, generator=generator),
+        x=draw_one_per_group(x, log_weights, generator=generator),
+        nfe=ctx.counters.nfe,
         method=name,
         counters=ctx.counters,
         log_weights=log_weights,

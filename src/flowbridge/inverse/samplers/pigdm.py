@@ -95,4 +95,4 @@ class PiGDM(PosteriorSampler):
         return PiGDMState(x=ddim_step(g, i, state.x, guided, self.eta, generator=generator))
 
     def finish(self, ctx: Context, state: PiGDMState, *, generator: RandomSource) -> PosteriorSamples:
-        return PosteriorSamples(samples=state.x.detach(), method=self.name, counters=ctx.counters)
+        return PosteriorSamples(x=state.x.detach(), nfe=ctx.counters.nfe, method=self.name, counters=ctx.counters)
