@@ -156,6 +156,16 @@ def _mixture_product(i: dict):
     return exact.mixture.sample(3, generator=torch.Generator().manual_seed(0)), torch.tensor(exact.log_normalizer)
 
 
+def _tilted_mixture(i: dict):
+    from flowbridge import smc
+    from tests.robustness.test_fields import mixture
+
+    m = mixture()
+    d = m.dim
+    exact = smc.tilted_mixture(m, torch.eye(d, dtype=m.means.dtype), torch.ones(d, dtype=m.means.dtype))
+    return exact.mixture.sample(3, generator=torch.Generator().manual_seed(0)), torch.tensor(exact.log_normalizer)
+
+
 def _noised_mixture(i: dict):
     from flowbridge import smc
     from flowbridge.paths import GaussianPath
@@ -228,6 +238,7 @@ ENTRIES = (
     Entry("flowbridge.smc.GridDensity", _grid_density, ("particles",), also_names=("points",)),
     Entry("flowbridge.smc.mixture_product", _mixture_product, ()),
     Entry("flowbridge.smc.noised_mixture", _noised_mixture, ("t",)),
+    Entry("flowbridge.smc.tilted_mixture", _tilted_mixture, ()),
     Entry("flowbridge.smc.step_coefficients", _step_coefficients, ("steps", "solver"), also_names=("grid",),
           expect={"steps: zero": "either"}),
     Entry("flowbridge.metrics.effective_sample_size", _ess, ("log_weights",), expect=PER_STEP),

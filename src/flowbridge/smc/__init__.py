@@ -55,6 +55,7 @@ __all__ = [
     "residual",
     "sample",
     "step_coefficients",
+    "tilted_mixture",
     "stratified",
     "systematic",
     "tilted",

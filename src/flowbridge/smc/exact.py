@@ -89,6 +89,8 @@ def tilted_mixture(mixture: GaussianMixture, precision: Tensor, linear: Tensor) 
     d = mixture.dim
     if q.shape != (d, d) or h.shape != (d,):
         raise ArgumentError(f"precision must be ({d}, {d}) and linear ({d},); got {tuple(q.shape)} and {tuple(h.shape)}")
+    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(h).all())):
+        raise ArgumentError("precision and linear must be finite")
     mean, cov, log_mass = _tilt(mixture.means, mixture.covs, q, h)
     logits = torch.log(mixture.weights) + log_mass
     log_z = torch.logsumexp(logits, 0)
