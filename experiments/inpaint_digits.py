@@ -102,12 +102,12 @@ def psnr_hidden(estimate: torch.Tensor, truth: torch.Tensor, hidden: torch.Tenso
 
 def save_grid(truth: torch.Tensor, shown_obs: torch.Tensor, draws: dict[str, torch.Tensor], title: str, path: Path,
               n_show: int = 3) -> None:
-    """One ``flowbridge.viz.image_grid``: per digit, truth | observed | per method n_show samples and the mean."""
+    """One ``flowbridge.viz.image_grid``: per digit, truth | observation | per method n_show samples and their mean."""
     from flowbridge.viz import image_grid, save_figure
 
-    labels = ["truth", "observed"]
-    for method in draws:
-        labels += [method] + [""] * (n_show - 1) + ["mean"]
+    labels = ["truth", "seen"]
+    for method in draws:  # only the first column of a method is labelled: longer labels would overlap
+        labels += [method] + [""] * n_show
     rows = []
     for r in range(truth.shape[0]):
         row = [truth[r : r + 1], shown_obs[r : r + 1]]
@@ -170,7 +170,8 @@ def main() -> None:
         grid_draws[method] = draws[: args.show]
     if args.grid is not None:
         save_grid(truth[: args.show], shown[: args.show], grid_draws,
-                  f"{args.mask} mask, sigma_y={args.sigma}, {args.steps} steps", args.grid)
+                  f"{args.mask} mask, sigma_y={args.sigma}, {args.steps} steps\nper method: "
+                  f"3 samples, then the mean of {args.samples}", args.grid)
         print(f"grid -> {args.grid}", flush=True)
 
 
