@@ -178,7 +178,7 @@ def _tol(x: torch.Tensor, steps: int = STEPS) -> float:
     return 64 * steps * torch.finfo(x.dtype).eps * (1.0 + float(x.abs().max()))
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+def assert_matches(a: torch.Tensor, b: torch.Tensor) -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=_tol(b))
 
 
@@ -197,7 +197,7 @@ def test_names(entry: Entry) -> None:
     assert not torch.allclose(entry.run(4, seed=1, t_span=(0.1, 0.9)).x, entry.run(4, seed=1, t_span=entry.span).x)
     assert not torch.allclose(entry.run(4, seed=1, grid="quadratic").x, entry.run(4, seed=1, grid="uniform").x)
     # the algorithm by name and by an equivalent instance
-    _close(entry.run(4, seed=2, algo=entry.instance).x, entry.run(4, seed=2, algo=entry.name).x)
+    assert_matches(entry.run(4, seed=2, algo=entry.instance).x, entry.run(4, seed=2, algo=entry.name).x)
     with pytest.raises(ArgumentError, match="no option.*bogus_option.*options"):
         entry.run(4, seed=0, bogus_option=1.0)
     with pytest.raises(ArgumentError, match="known"):
@@ -232,16 +232,16 @@ def test_per_sample_streams_and_chunking(entry: Entry, how: str) -> None:
     seeds = list(range(100, 106))
     kw = (lambda n: {"seeds": seeds[:n]}) if how == "seeds" else (lambda n: {"seed": 5})
     six = entry.run(6, **kw(6)).x
-    _close(entry.run(6, **kw(6)).x, six)  # reproducible
+    assert_matches(entry.run(6, **kw(6)).x, six)  # reproducible
     assert six.unique(dim=0).shape[0] > 1  # not one stream for all (SMC may duplicate by resampling)
     if entry.per_sample:
-        _close(entry.run(4, **kw(4)).x, six[:4])  # sample i whatever the number of samples
-        _close(entry.run(6, batch_size=4, **kw(6)).x, six)  # and whatever the chunking
-        _close(entry.run(6, batch_size=1, **kw(6)).x, six)
+        assert_matches(entry.run(4, **kw(4)).x, six[:4])  # sample i whatever the number of samples
+        assert_matches(entry.run(6, batch_size=4, **kw(6)).x, six)  # and whatever the chunking
+        assert_matches(entry.run(6, batch_size=1, **kw(6)).x, six)
     else:  # one population: reproducible for the same N only; a chunk would split it
         with pytest.raises(ArgumentError, match="interact"):
             entry.run(6, batch_size=4, **kw(6))
-        _close(entry.run(6, batch_size=6, **kw(6)).x, six)
+        assert_matches(entry.run(6, batch_size=6, **kw(6)).x, six)
 
 
 # 4. progress --------------------------------------------------------------------------------------
@@ -314,8 +314,8 @@ def test_every_posterior_sampler_keys_samples_by_their_seeds(method: str) -> Non
 
     five = run(5)
     if cls.returns_all_particles:
-        _close(run(5), five)
-        _close(run(5, batch_size=3), five)  # chunks of whole ensembles: the same ensembles
+        assert_matches(run(5), five)
+        assert_matches(run(5, batch_size=3), five)  # chunks of whole ensembles: the same ensembles
         return
-    _close(run(3), five[:3])
-    _close(run(5, batch_size=2), five)
+    assert_matches(run(3), five[:3])
+    assert_matches(run(5, batch_size=2), five)

@@ -71,7 +71,7 @@ def as_time(t: Tensor | float | TimePoint, like: Tensor) -> Tensor:
         return t.tensor[0].to(like.dtype)  # another batch (e.g. a guided pair): the scalar broadcasts
     if not isinstance(t, (Tensor, numbers.Real)) or isinstance(t, bool):
         raise ArgumentError(f"t must be a float or a tensor of times; got {type(t).__name__}")
-    t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
+    t = torch.as_tensor(t, device=like.device, dtype=like.dtype)  # sync-ok: a user passing a float t; step loops pass TimePoints
     if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, like.shape[0])):
         raise ArgumentError(
             f"t must be a scalar or have shape ({like.shape[0]},) to match x; got shape {tuple(t.shape)}"

@@ -19,7 +19,8 @@ from flowbridge.inverse.samplers.base import (
     Context, Counters, PosteriorSampler, PosteriorSamples, TimeGrid, get_posterior_sampler,
 )
 from flowbridge.random import RandomSource, grouped_noise_source, randn
-from flowbridge.samplers.base import Observer, StepInfo
+from flowbridge.samplers.api import step_observer
+from flowbridge.samplers.base import Observer
 
 
 def sample(
@@ -183,7 +184,7 @@ def sample(
             ctx = Context(field=prior_field, measurement=measurement, grid=time_grid, shape=op.input_shape,
                           counters=Counters())
             ctx.cache["groups"] = hi - lo
-            outs.append(sampler.run(ctx, x_chunk, generator=part, observer=_observer(meter, callback), offset=lo))
+            outs.append(sampler.run(ctx, x_chunk, generator=part, observer=step_observer(meter, callback), offset=lo))
     finally:
         if meter is not None:
             meter.close()
@@ -193,20 +194,6 @@ def sample(
     if not bool(torch.isfinite(out.x).all()):  # sync-ok: one check after sampling
         raise SamplingError(f"posterior sampler {name!r} produced non-finite samples")
     return out
-
-
-def _observer(meter: Progress | None, callback: Observer | None) -> Observer | None:
-    """One observer for the progress display and the user's callback (``None`` when neither)."""
-    if meter is None and callback is None:
-        return None
-
-    def observe(info: StepInfo) -> None:
-        if meter is not None:
-            meter.update()
-        if callback is not None:
-            callback(info)
-
-    return observe
 
 
 def _concat(outs: list[PosteriorSamples]) -> PosteriorSamples:

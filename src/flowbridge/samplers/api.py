@@ -222,7 +222,7 @@ def sample(
             if cuda_graph:
                 result = graphed_solve(solver_obj, run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory)
             else:
-                observer = _observer(meter if fixed_steps else None, callback, lo)
+                observer = step_observer(meter if fixed_steps else None, callback, lo)
                 kwargs = {"observer": observer} if observer is not None else {}
                 result = solver_obj.solve(run_field, x, times, generator=chunk_source, return_trajectory=return_trajectory, **kwargs)
                 if meter is not None and not fixed_steps:
@@ -251,8 +251,9 @@ def sample(
     )
 
 
-def _observer(meter: Progress | None, callback: Observer | None, offset: int) -> Observer | None:
-    """One observer for the progress display and the user's callback (``None`` when neither)."""
+def step_observer(meter: Progress | None, callback: Observer | None, offset: int = 0) -> Observer | None:
+    """One observer for the progress display and the user's callback (``None`` when neither); a
+    non-zero ``offset`` (the chunk's first sample) is written into the :class:`StepInfo` it passes on."""
     if meter is None and callback is None:
         return None
 

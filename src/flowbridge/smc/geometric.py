@@ -126,7 +126,7 @@ class GeometricTarget(SMCTarget):
         log_z0 = (1 - self.total) * 0.5 * d * math.log(2 * math.pi * c.sigma0**2) - 0.5 * d * math.log(self.total)
         return InitialParticles(
             x=x, log_weights=torch.zeros(n, dtype=dtype, device=device),
-            log_normalizer=torch.tensor(log_z0, dtype=dtype, device=device),
+            log_normalizer=torch.tensor(log_z0, dtype=dtype, device=device),  # sync-ok: once, before the loop
         )
 
     def evaluate(self, x: Tensor, i: int, c: StepCoefficients, *, final: bool) -> GeometricCache:

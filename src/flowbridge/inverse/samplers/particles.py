@@ -18,8 +18,9 @@ from flowbridge.random import RandomSource, rand
 
 def gaussian_log_density(x: Tensor, mean: Tensor, var: Tensor | float) -> Tensor:
     """Elementwise log N(x; mean, var)."""
-    var_t = torch.as_tensor(var, dtype=x.dtype, device=x.device)
-    return -0.5 * ((x - mean) ** 2 / var_t + torch.log(2 * math.pi * var_t))
+    if isinstance(var, (int, float)):  # a step's variance is a Python float: no tensor (on CUDA, a blocking copy)
+        return -0.5 * ((x - mean) ** 2 / var + math.log(2 * math.pi * var))
+    return -0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))
 
 
 def twist_variance(noise_sigma: float, sigma_bar: float, inflation: float, data_variance: float) -> float:

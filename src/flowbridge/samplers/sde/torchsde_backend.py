@@ -127,6 +127,7 @@ class TorchsdeSolver(Solver[None]):
             )
 
         def level(t: Tensor) -> Tensor:
+            # sync-ok: torchsde owns this loop and hands over its times (tensors already on the device)
             return eps_at(field, torch.as_tensor(t, dtype=x.dtype, device=x.device), self.noise_scale, self.eps)
 
         sde = _ReverseSDE(field, tuple(x.shape), self.sde_type, level)
