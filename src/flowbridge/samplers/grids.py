@@ -109,7 +109,8 @@ def explicit_grid(times: Sequence[float] | Tensor, steps: int, t_span: tuple[flo
     if isinstance(times, (str, bytes)) or not isinstance(times, (Tensor, Sequence)):
         raise ArgumentError(f"grid must be a registered grid name or a sequence of times; got {type(times).__name__}")
     try:
-        t = torch.as_tensor(times).detach().to(device="cpu", dtype=torch.float64)
+        # Python numbers straight to float64 (through float32 they would lose their low bits).
+        t = (times if isinstance(times, Tensor) else torch.as_tensor(times, dtype=torch.float64)).detach().to(device="cpu", dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         raise ArgumentError(f"grid must be a registered grid name or a 1-D sequence of times; got {times!r}") from None
     if t.ndim != 1 or t.shape[0] < 2:
