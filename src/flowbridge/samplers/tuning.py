@@ -493,4 +493,4 @@ def tune(
     return TunedSolver(solver=solver, steps=nfe, grid=best[2].detach().clone(), options=out_options, report=report)
 
 
-__all__ = ["TUNABLE", "TunedSolver", "TuningReport", "run_tuned", "tune"]
+__all__ = ["TUNABLE", "TunedSolver", "TuningReport", "tune"]
