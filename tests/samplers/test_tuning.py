@@ -55,7 +55,7 @@ def errors(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module", params=[("dpmpp_2m", 5), ("dpmpp_2m", 8), ("plms", 5)], ids=lambda p: f"{p[0]}-nfe{p[1]}")
 def tuned(request, field):
     solver, nfe = request.param
-    return tune(field, solver, nfe, shape=(256, D), num_val=256, grid="logsnr", seed=0, max_iters=150, lr=0.03, patience=25)
+    return tune(field, solver, nfe, shape=(192, D), num_val=192, grid="logsnr", seed=0, max_iters=100, lr=0.03, patience=25)
 
 
 def test_tuning_reduces_the_error_on_fresh_noises(field, tuned):
@@ -207,6 +207,8 @@ def test_bad_solvers_fields_and_arguments_are_refused(field):
         tune(field, "plms", 5, shape=(8, D), seed=0, solver_options={"order": 7})
     with pytest.raises(ArgumentError, match="weight_multipliers row 1"):
         tune(field, "dpmpp_2m", 3, shape=(8, D), seed=0, solver_options={"weight_multipliers": [[1.0], [1.0], [1.0, 1.0]]})
+    with pytest.raises(ArgumentError, match="dtype"):
+        tune(field, "dpmpp_2m", 5, shape=(8, D), seed=0, dtype=torch.int64)
     with pytest.raises(ArgumentError, match="generator"):
         tune(field, "dpmpp_2m", 5, shape=(8, D), seed=0, generator=torch.Generator())
 
@@ -217,6 +219,9 @@ def test_only_the_grid_or_only_the_coefficients(field):
     assert all(m == 1.0 for row in grid_only.options["weight_multipliers"] for m in row)
     coef_only = tune(field, "dpmpp_2m", 5, shape=(32, D), grid="logsnr", seed=0, max_iters=10, lr=0.03, tune_grid=False)
     assert torch.equal(coef_only.grid, init)
+    # float32 states: the grid and the multipliers stay float64.
+    single = tune(field, "plms", 5, shape=(32, D), grid="logsnr", seed=0, max_iters=5, lr=0.03, dtype=torch.float32)
+    assert single.grid.dtype == torch.float64 and single.report.tuned_error <= single.report.untuned_error
     # A tuned result is a valid starting point (explicit grid and multipliers).
     again = tune(field, "dpmpp_2m", 5, shape=(32, D), grid=coef_only.grid, seed=0, max_iters=0,
                  solver_options={"weight_multipliers": coef_only.options["weight_multipliers"]})

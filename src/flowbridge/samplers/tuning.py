@@ -307,11 +307,13 @@ def tune(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
     progress: bool = False,
 ) -> TunedSolver:
     """Fits the time grid and the per-step history weights of a multistep solver to ``field``.
 
-    See the module docstring for the objective and the parametrisation. Everything runs in float64.
+    See the module docstring for the objective and the parametrisation. The network of a field is not
+    changed: gradients are taken with respect to the grid and the multipliers only.
 
     Args:
         field: the field to tune for (analytic, network, guided), on a Gaussian path.
@@ -337,6 +339,8 @@ def tune(
         generator: a ``torch.Generator`` for the noises; or ``seed`` (one of them at most).
         seed: an integer seed for the noises.
         device: where the noises and the sampling live (the field must be there).
+        dtype: of the states (default float64; the grid, the coefficients and the multipliers are
+            float64 whatever it is). A network field must accept it (e.g. ``net.double()``).
         progress: show a progress bar over the iterations.
 
     Returns:
@@ -381,6 +385,8 @@ def tune(
     for name, flag in (("tune_grid", tune_grid), ("tune_coefficients", tune_coefficients)):
         if not isinstance(flag, bool):
             raise ArgumentError(f"{name} must be True or False; got {flag!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ArgumentError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
     if not (tune_grid or tune_coefficients):
         raise ArgumentError("tune_grid and tune_coefficients are both False: nothing to tune")
 
@@ -406,7 +412,7 @@ def tune(
     total = num_train + num_val
     source = noise_source(generator, None, seed, total)
     x_all = initial_state(field, shape=(total, *shape[1:]), x0=None, t_start=float(init_grid[0]), generator=source,
-                          dtype=torch.float64, device=device)
+                          dtype=dtype, device=device)
     ref_solver = get_solver(reference, **dict(reference_options if reference_options is not None else (
         {"rtol": 1e-10, "atol": 1e-10} if SOLVERS[reference].nfe_per_step == 0 else {})))
     ref_grid = torch.linspace(float(init_grid[0]), float(init_grid[-1]), reference_steps + 1, dtype=torch.float64)
