@@ -106,7 +106,7 @@ def run_dim(d: int, nfes: list[int], families: list[str], n_test: int, n_train: 
 
     rows = []
     for nfe in nfes:
-        row: dict[str, Any] = {"d": d, "nfe": nfe, "untuned": {}, "peers": {}, "tuned": {}}
+        row: dict[str, Any] = {"d": d, "nfe": nfe, "untuned": {}, "peers": {}, "tuned": {}, "n_train": n_train, "max_iters": max_iters}
         for label, solver, options in UNTUNED:
             if nfe < get_solver(solver, **options).min_steps:
                 continue
@@ -160,13 +160,12 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "* **untuned**: best flowbridge solver on the test noises (of " + ", ".join(label for label, _, _ in UNTUNED) + ");",
         "* **tuned**: `flowbridge.samplers.tuning.tune` (grid + per-step history weights, Adam, early stopping) of each of "
-        + ", ".join(meta.get("families", [])) + f" from the log-SNR grid, {meta.get('n_train')} training + "
-        f"{meta.get('n_train')} validation noises, at most {meta.get('max_iters')} iterations; the family is chosen by its "
-        "*validation* error;",
+        + ", ".join(meta.get("families", [])) + " (those run at that d) from the log-SNR grid, with n training + n validation "
+        "noises and at most the iterations of the last column; the family is chosen by its *validation* error;",
         "* **peer**: best diffusers scheduler on the test noises (of " + ", ".join(label for label, _, _ in PEERS) + "), same grid and noises.",
         "",
-        "| d | NFE | untuned (best flowbridge) | tuned | peer (best diffusers) | tuned / peer | untuned / peer | tuned / untuned | tuning time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| d | NFE | untuned (best flowbridge) | tuned | peer (best diffusers) | tuned / peer | untuned / peer | tuned / untuned | tuning time (1 CPU thread) | n, iterations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     met, total = 0, 0
     for r in rows:
@@ -179,7 +178,7 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         out.append(
             f"| {r['d']} | {r['nfe']} | {fmt(bu[1])} ({bu[0]}) | {fmt(ch[1]['test'])} ({ch[0]}) | {fmt(bp[1])} ({bp[0]}) | "
             f"**{ratio:.2f}** | {bu[1][0] / bp[1][0]:.2f} | {ch[1]['test'][0] / bu[1][0]:.2f} | "
-            f"{ch[1]['seconds']:.0f} s ({secs:.0f} s all families) |"
+            f"{ch[1]['seconds']:.0f} s ({secs:.0f} s all families) | {r.get('n_train', meta.get('n_train'))}, ≤ {r.get('max_iters', meta.get('max_iters'))} |"
         )
     out += ["", f"Target of issue 20 (tuned ≤ 0.5 × best peer): met in {met} of {total} cells.", "",
             "## Every tuned family (test error; validation error untuned → tuned; iterations)", "",
@@ -199,7 +198,7 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
+    parser.add_argument("--dims", type=int, nargs="*", default=[2, 16, 64])
     parser.add_argument("--nfes", type=int, nargs="+", default=[5, 8, 10, 15])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--n-test", type=int, default=1000)
@@ -208,6 +207,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--out", default=str(RESULTS), help="folder of tuning.json and tuning.md")
+    parser.add_argument("--merge", nargs="*", default=[], help="tuning.json files of other runs to merge in (e.g. one d per machine)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = Path(args.out)
@@ -216,6 +216,20 @@ def main() -> None:
     saved: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {"rows": [], "meta": {}}
     meta = {"command": "python experiments/bench_tuning.py " + " ".join(sys.argv[1:]), "n_test": args.n_test,
             "n_train": args.n_train, "max_iters": args.max_iters, "families": args.families}
+    for other in args.merge:
+        theirs = json.loads(Path(other).read_text())
+        for mine_or_theirs in (saved, theirs):  # rows written before rows recorded their own n and iterations
+            for r in mine_or_theirs["rows"]:
+                r.setdefault("n_train", mine_or_theirs["meta"].get("n_train"))
+                r.setdefault("max_iters", mine_or_theirs["meta"].get("max_iters"))
+        keys = {(r["d"], r["nfe"]) for r in theirs["rows"]}
+        saved["rows"] = [r for r in saved["rows"] if (r["d"], r["nfe"]) not in keys] + theirs["rows"]
+        old = saved.get("meta", {})
+        saved["meta"] = {**theirs["meta"], **old, "command": "; ".join(c for c in (old.get("command"), theirs["meta"].get("command")) if c),
+                         "families": list(dict.fromkeys([*old.get("families", []), *theirs["meta"].get("families", [])]))}
+    if args.merge:
+        store.write_text(json.dumps(saved, indent=1))
+        (results / "tuning.md").write_text(write_md(saved["rows"], saved["meta"]))
     for d in args.dims:
         rows = run_dim(d, args.nfes, args.families, args.n_test, args.n_train, args.max_iters, args.lr, args.patience)
         saved["rows"] = [r for r in saved["rows"] if not (r["d"] == d and r["nfe"] in args.nfes)] + rows
