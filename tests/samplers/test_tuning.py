@@ -262,3 +262,14 @@ def test_bad_preset_files_are_refused(tmp_path):
         TunedSolver.from_yaml("model:\n  sampler: {solver: ddim, steps: 3, grid: [0.1, 0.5, 0.9], options: {}}")
     with pytest.raises(ConfigError, match="no option"):
         TunedSolver.from_yaml("model:\n  sampler: {solver: ddim, steps: 2, grid: [0.1, 0.5, 0.9], options: {nope: 1}}")
+
+
+def test_minibatches_and_sparse_validation(field):
+    t = tune(field, "dpmpp_2m", 5, shape=(128, D), num_val=64, grid="logsnr", seed=0, max_iters=12, lr=0.03,
+             minibatch=32, validate_every=4)
+    validated = [it for it, _, val in t.report.history if not math.isnan(val)]
+    assert validated == [0, 4, 8, 12]
+    assert t.report.best_iteration in validated and t.report.tuned_error <= t.report.untuned_error
+    for bad in ({"minibatch": 0}, {"validate_every": 0}, {"minibatch": 2.5}):
+        with pytest.raises(ArgumentError, match=next(iter(bad))):
+            tune(field, "dpmpp_2m", 5, shape=(16, D), seed=0, **bad)

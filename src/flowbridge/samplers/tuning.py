@@ -98,7 +98,8 @@ class TuningReport:
         best_iteration: the iteration kept (0: the untuned solver).
         iterations: optimiser iterations run (fewer than ``max_iters`` when stopped early).
         history: ``(iteration, training loss, validation error)`` per iteration (the training loss is
-            that of the parameters before the iteration's update; ``nan`` at iteration 0).
+            that of the parameters before the iteration's update, on its minibatch; ``nan`` at
+            iteration 0; the validation error is ``nan`` where none was measured).
         reference: the reference solver's name.
     """
 
@@ -304,6 +305,8 @@ def tune(
     max_iters: int = 300,
     lr: float = 0.01,
     patience: int = 40,
+    minibatch: int | None = None,
+    validate_every: int = 1,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     device: torch.device | str | None = None,
@@ -336,6 +339,12 @@ def tune(
         lr: Adam's learning rate (on the grid logits and on the multipliers).
         patience: iterations without a better validation error before the learning rate is cut
             (and, after :data:`LR_DECAYS` cuts, before stopping).
+        minibatch: training noises per iteration, a fresh random subset of the ``num_train`` (in a
+            fixed order: seed 0); default all of them. A large pool seen in minibatches covers the rare
+            noises near the boundary between modes (where a few steps can send a sample to the wrong
+            mode) at the cost of a small batch per iteration.
+        validate_every: validate every this many iterations (validation is a forward pass over
+            ``num_val`` noises; the history has ``nan`` for the iterations in between).
         generator: a ``torch.Generator`` for the noises; or ``seed`` (one of them at most).
         seed: an integer seed for the noises.
         device: where the noises and the sampling live (the field must be there).
@@ -379,6 +388,9 @@ def tune(
     num_val = _positive_int("num_val", num_train if num_val is None else num_val, 2)
     max_iters = _positive_int("max_iters", max_iters, 0)
     patience = _positive_int("patience", patience)
+    validate_every = _positive_int("validate_every", validate_every)
+    if minibatch is not None:
+        minibatch = min(_positive_int("minibatch", minibatch), num_train)
     reference_steps = _positive_int("reference_steps", reference_steps)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 < lr < math.inf:
         raise ArgumentError(f"lr must be a positive finite number; got {lr!r}")
@@ -449,12 +461,18 @@ def tune(
     history: list[tuple[int, float, float]] = [(0, math.nan, best[0])]
     meter = Progress(max_iters, f"tuning {solver} at NFE {nfe}", unit="iter") if progress and max_iters else None
     iterations = 0
+    order = torch.Generator().manual_seed(0)  # which training noises each minibatch holds
     try:
         for it in range(1, max_iters + 1):
             iterations = it
             times = grid_of(logits) if tune_grid else init_grid
             mult = multipliers_of()
-            loss = _endpoint_errors(run_tuned(base, field, x_train, times, mult), ref_train).mean()
+            if minibatch is None or minibatch == num_train:
+                x_b, ref_b = x_train, ref_train
+            else:
+                pick = torch.randperm(num_train, generator=order)[:minibatch].to(x_train.device)
+                x_b, ref_b = x_train[pick], ref_train[pick]
+            loss = _endpoint_errors(run_tuned(base, field, x_b, times, mult), ref_b).mean()
             if not torch.isfinite(loss):
                 break
             grads = torch.autograd.grad(loss, params)  # not .backward(): a network field's weights get no gradient
@@ -462,7 +480,9 @@ def tune(
                 p.grad = gr
             optimiser.step()
             candidate = (grid_of(logits) if tune_grid else init_grid).detach()
-            if bool((candidate[1:] > candidate[:-1]).all()):
+            if it % validate_every and it != max_iters:
+                history.append((it, float(loss.detach()), math.nan))
+            elif bool((candidate[1:] > candidate[:-1]).all()):
                 cand_mult = [[float(v) for v in (m + d.detach()).tolist()] for m, d in zip(m0_t, deltas)]
                 errors = validate(candidate, cand_mult)
                 val = float(errors.mean())
