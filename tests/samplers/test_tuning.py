@@ -154,6 +154,8 @@ def test_yaml_preset_round_trips_bit_for_bit(field, tmp_path):
         assert [float.hex(v) for v in a] == [float.hex(v) for v in b]
     x0 = test_data_noises(field, 16, seed=6, t0=float(t.grid[0]))
     assert torch.equal(back.sample(field, x0=x0).x, t.sample(field, x0=x0).x)
+    with pytest.raises(ArgumentError, match="grid is fixed"):
+        back.sample(field, x0=x0, grid="logsnr")
     text = path.read_text()
     assert "model:" in text and "sampler:" in text and "solver: dpmpp_2m" in text
 
