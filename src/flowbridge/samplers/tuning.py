@@ -13,7 +13,10 @@ over ``n`` training noises,
 by differentiating through the sampling loop (torch autograd, Adam), and keeps the parameters with
 the smallest error on ``num_val`` fresh validation noises. When the validation error has not improved
 for ``patience`` iterations, it restarts from the best parameters with a smaller learning rate
-(:data:`LR_DECAY`), and stops after :data:`LR_DECAYS` such restarts (early stopping).
+(:data:`LR_DECAY`), and stops after :data:`LR_DECAYS` such restarts (early stopping). With
+``minibatch``, each iteration uses a fresh random subset of a larger pool of training noises: the
+endpoint error is heavy-tailed (noises near a boundary between modes can be sent to the wrong mode by
+a few-step solver), and a large pool is what keeps those rare noises in the fit.
 
 **The grid** keeps its ends (those of the initial grid, inside the path's span) and moves the
 interior through unconstrained logits :math:`u \in \mathbb{R}^N`:
