@@ -39,11 +39,12 @@ DATA: dict[str, str] = {
         "flowbridge.samplers.sde.euler_maruyama.SDEGridState", "flowbridge.smc.InitialParticles",
         "flowbridge.smc.SMCResult", "flowbridge.smc.StepCoefficients", "flowbridge.training.DataBatch", "flowbridge.training.PredictBatch",
         "flowbridge.samplers.SamplingResult", "flowbridge.samplers.StepInfo", "flowbridge.samplers.GaussianTransition",
+        "flowbridge.samplers.tuning.TunedSolver", "flowbridge.samplers.tuning.TuningReport",
     )},
     # constants
     **{n: "constant" for n in (
         "flowbridge.__version__", "flowbridge.bridges.lightsb.COVARIANCES", "flowbridge.interop.SUPPORTED_SCHEDULERS",
-        "flowbridge.paths.PARAMETRISATIONS", "flowbridge.samplers.multistep.FINAL_STEPS",
+        "flowbridge.paths.PARAMETRISATIONS", "flowbridge.samplers.multistep.FINAL_STEPS", "flowbridge.samplers.tuning.TUNABLE",
     )},
     # registries (unknown names are swept through their getters: get_solver, get_schedule, ...)
     **{n: "registry" for n in (

@@ -109,6 +109,12 @@ def _diffusion_levels(i: dict):
     return diffusion_levels(_field(i), torch.linspace(0.0, 0.999, i["steps"] + 1, dtype=torch.float64), 1.0, None, "euler_maruyama")
 
 
+def _tune(i: dict):
+    from flowbridge.samplers.tuning import tune
+
+    return tune(_field(i), "dpmpp_2m", i["steps"], shape=(4, D), num_val=4, t_span=i["t_span"], seed=0, max_iters=2).grid
+
+
 def _gaussian_grid(i: dict):
     from flowbridge.samplers.multistep.common import gaussian_grid
 
@@ -187,6 +193,8 @@ ENTRIES = (
     # It takes the grid (built here from steps and t_span), so its messages name the grid.
     Entry("flowbridge.samplers.multistep.common.gaussian_grid", _gaussian_grid, ("field", "steps", "t_span"),
           also_names=("grid",)),
+    # Tuning at a budget of `steps` evaluations: its messages name the budget nfe.
+    Entry("flowbridge.samplers.tuning.tune", _tune, ("steps", "t_span", "field"), also_names=("nfe",)),
     Entry("flowbridge.samplers.multistep.common.combine", _combine, ("x0",), expect=STEP_ARITHMETIC, skip=TYPED),
     Entry("flowbridge.samplers.multistep.common.push", _combine, ("x0",), method="push", expect=STEP_ARITHMETIC, skip=TYPED),
 )

@@ -27,7 +27,7 @@ from flowbridge.samplers.base import (
     get_solver,
 )
 from flowbridge.samplers.graphs import graphed_solve
-from flowbridge.samplers.grids import make_grid
+from flowbridge.samplers.grids import explicit_grid, make_grid
 
 
 def default_span(field: Field, solver: str | Solver[Any] | None = None) -> tuple[float, float]:
@@ -99,7 +99,7 @@ def sample(
     generator: RandomSource = None,
     seeds: Sequence[int] | None = None,
     seed: int | None = None,
-    grid: str | None = None,
+    grid: str | Sequence[float] | Tensor | None = None,
     grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
     batch_size: int | None = None,
@@ -135,7 +135,8 @@ def sample(
         seed: shorthand for ``seeds`` derived from one integer (``flowbridge.random.index_seeds``).
         grid: a registered grid (``uniform``, ``quadratic``, ``logsnr``, ``karras``); default the
             solver's ``default_grid`` (the best on ``experiments/bench_grids.py``) on a Gaussian path;
-            ``grid_options`` e.g. ``{"rho": 7}``.
+            ``grid_options`` e.g. ``{"rho": 7}``. Or explicit times: ``steps + 1`` strictly increasing
+            times in [0, 1] (a tuned grid, :mod:`flowbridge.samplers.tuning`), used as given.
         t_span: (t_start, t_end); default the path's regular interval, moved in by 1e-3 at an end
             where the solver cannot run (:meth:`~flowbridge.samplers.Solver.default_span`).
         batch_size: draw in chunks of this many samples (for more samples than fit in memory);
@@ -191,10 +192,16 @@ def sample(
     source = noise_source(generator, seeds, seed, total)
     if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
         raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
-    grid = resolve_grid(field, solver_obj, grid)
-    t_start, t_end = t_span if t_span is not None else solver_obj.default_span(field)
-    schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
-    times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))
+    if grid is not None and not isinstance(grid, str):
+        if grid_options:
+            raise ArgumentError(f"grid_options {sorted(grid_options)} apply to a registered grid, not to explicit times")
+        times = explicit_grid(grid, steps, t_span)
+        grid = "explicit"
+    else:
+        grid = resolve_grid(field, solver_obj, grid)
+        t_start, t_end = t_span if t_span is not None else solver_obj.default_span(field)
+        schedule = field.path.schedule if isinstance(field.path, GaussianPath) else None
+        times = make_grid(grid, steps, float(t_start), float(t_end), schedule, **(grid_options or {}))
     solver_obj.check(field, steps)
     field = clipped(field, clip, threshold)
 

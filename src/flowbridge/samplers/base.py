@@ -296,9 +296,18 @@ def prepare_times(
     return points
 
 
-def combine(x: Tensor, scale: float, weights: Sequence[float], values: Sequence[Tensor]) -> Tensor:
+def combine(x: Tensor, scale: float | Tensor, weights: Sequence[float | Tensor], values: Sequence[Tensor]) -> Tensor:
     r""":math:`\text{scale}\cdot x + \sum_j w_j v_j` with Python-float coefficients: one allocation,
-    then in-place ``add_`` (one kernel per term; no multiply when ``scale`` is 1)."""
+    then in-place ``add_`` (one kernel per term; no multiply when ``scale`` is 1).
+
+    Coefficients given as tensors (0-d, carrying gradients: the solver tuning of
+    :mod:`flowbridge.samplers.tuning` differentiates through them) are combined out of place, so
+    that autograd sees every term."""
+    if isinstance(scale, Tensor) or any(isinstance(w, Tensor) for w in weights):
+        total = x * scale
+        for w, v in zip(weights, values):
+            total = total + w * v
+        return total
     terms = [(w, v) for w, v in zip(weights, values) if w != 0.0]
     if scale == 1.0 and terms:
         (w, v), terms = terms[0], terms[1:]

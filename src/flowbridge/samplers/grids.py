@@ -10,6 +10,7 @@ log-SNR (e.g. the linear path at ``t = 0`` and ``t = 1``) the grid is clipped to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -89,6 +90,40 @@ def karras_grid(
 def _clip_ends(t: Tensor, t_start: float, t_end: float) -> Tensor:
     # The inverse log-SNR may overshoot the span by rounding; the span is authoritative.
     return t.clamp(min(t_start, t_end), max(t_start, t_end))
+
+
+def explicit_grid(times: Sequence[float] | Tensor, steps: int, t_span: tuple[float, float] | None = None) -> Tensor:
+    """An explicit grid (e.g. a tuned one, :mod:`flowbridge.samplers.tuning`) as float64 on the CPU.
+
+    Args:
+        times: ``steps + 1`` strictly increasing times in [0, 1] (a 1-D tensor or a sequence of numbers).
+        steps: the number of steps the caller asked for; must be ``len(times) - 1``.
+        t_span: if given, must equal ``(times[0], times[-1])``.
+
+    Returns:
+        (steps+1,) float64 CPU tensor, the same values (bit for bit for float64 input).
+
+    Raises:
+        ArgumentError: naming ``grid`` (or ``steps``, ``t_span``) and what was expected.
+    """
+    if isinstance(times, (str, bytes)) or not isinstance(times, (Tensor, Sequence)):
+        raise ArgumentError(f"grid must be a registered grid name or a sequence of times; got {type(times).__name__}")
+    try:
+        # Python numbers straight to float64 (through float32 they would lose their low bits).
+        t = (times if isinstance(times, Tensor) else torch.as_tensor(times, dtype=torch.float64)).detach().to(device="cpu", dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"grid must be a registered grid name or a 1-D sequence of times; got {times!r}") from None
+    if t.ndim != 1 or t.shape[0] < 2:
+        raise ArgumentError(f"grid must be a 1-D sequence of at least 2 times; got shape {tuple(t.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps != t.shape[0] - 1:
+        raise ArgumentError(f"steps must be len(grid) - 1 = {t.shape[0] - 1} with an explicit grid; got steps={steps!r}")
+    if not bool(torch.isfinite(t).all()) or float(t.min()) < 0.0 or float(t.max()) > 1.0:
+        raise ArgumentError(f"grid times must be finite and lie in [0, 1]; got {t.tolist()}")
+    if not bool((t[1:] > t[:-1]).all()):
+        raise ArgumentError(f"grid times must be strictly increasing (t=0 source to t=1 target); got {t.tolist()}")
+    if t_span is not None and (float(t_span[0]), float(t_span[1])) != (float(t[0]), float(t[-1])):
+        raise ArgumentError(f"t_span {tuple(t_span)} disagrees with the explicit grid's ends ({float(t[0])!r}, {float(t[-1])!r}); omit t_span")
+    return t
 
 
 def make_grid(

@@ -37,12 +37,16 @@ Final-step choices (option ``final_step``):
 
 Warm-up (option ``warmup``): ``"lower_order"``, the only one implemented, uses the history that
 exists, so step ``i`` of a ``k``-step method has order ``min(k, i + 1)``.
+
+Tuned coefficients (option ``weight_multipliers``, on the families that take it): one row per step,
+one multiplier per history term, :math:`w_{ij} \to m_{ij} w_{ij}`; all ones is the solver itself,
+bit for bit. :func:`flowbridge.samplers.tuning.tune` fits them (with the grid) to a field.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Sequence
 
@@ -220,6 +224,8 @@ class GaussianMultistep(Solver[MultistepState]):
     Args:
         final_step: ``"solver"``, ``"first_order"`` or ``"denoise"`` (see the module docstring).
         warmup: ``"lower_order"`` (orders ``1, 2, ..., k`` while the history fills).
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     needs_gaussian_path: ClassVar[bool] = True
@@ -233,12 +239,16 @@ class GaussianMultistep(Solver[MultistepState]):
     # Adams methods in sigma/alpha); checked up front at every grid time the field is evaluated.
     evaluates: ClassVar[str] = "data"
 
-    def __init__(self, final_step: str | None = None, warmup: str = "lower_order") -> None:
+    def __init__(
+        self, final_step: str | None = None, warmup: str = "lower_order",
+        weight_multipliers: Sequence[Sequence[float]] | None = None,
+    ) -> None:
         final_step = self.default_final_step if final_step is None else final_step
         check_option("final_step", final_step, FINAL_STEPS)
         check_option("warmup", warmup, WARMUPS)
         self.final_step = final_step
         self.warmup = warmup
+        self.weight_multipliers = check_weight_multipliers(weight_multipliers)
 
     def step_order(self, g: GaussianGrid, i: int, order: int) -> int:
         """Order used at step ``i``: ``min(order, i + 1)`` during warm-up; with ``final_step="first_order"``
@@ -257,11 +267,55 @@ class GaussianMultistep(Solver[MultistepState]):
     def init(self, field: Field, x: Tensor, grid: Tensor, *, generator: RandomSource = None) -> MultistepState:
         g = gaussian_grid(self.name, field, grid, self.final_step)
         plans = self.plan(g)
+        if self.weight_multipliers is not None:
+            plans = scale_weights(self.name, plans, self.weight_multipliers)
         bad = [i for i, p in enumerate(plans) if not all(math.isfinite(c) for c in _floats(p))]
         if bad:
             raise ArgumentError(f"solver {self.name!r}: non-finite coefficients at steps {bad} of grid {g.t.tolist()}")  # sync-ok: CPU grid in init, error path
         points = prepare_times(self.name, field, g.t[:-1], x, evaluates=(self.evaluates,))
         return MultistepState(t=points, plans=plans)
+
+
+def check_weight_multipliers(value: Sequence[Sequence[float]] | None) -> tuple[tuple[float, ...], ...] | None:
+    """``weight_multipliers`` as a tuple of rows of finite Python floats (``None`` stays ``None``).
+
+    Raises:
+        ArgumentError: not a sequence of sequences of finite numbers.
+    """
+    if value is None:
+        return None
+    try:
+        rows = tuple(tuple(float(m) for m in row) for row in value)
+    except (TypeError, ValueError):
+        raise ArgumentError(
+            f"weight_multipliers must be a list of rows (one per step) of numbers (one per history term); got {value!r}"
+        ) from None
+    if any(isinstance(row, (str, bytes)) for row in value) or not all(math.isfinite(m) for row in rows for m in row):
+        raise ArgumentError(f"weight_multipliers must hold finite numbers, one row per step; got {value!r}")
+    return rows
+
+
+def scale_weights(solver: str, plans: Sequence[Any], multipliers: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
+    r"""The plans with their history weights multiplied, :math:`w_{ij} \to m_{ij} w_{ij}` (floats or
+    0-d tensors alike: the tuner passes tensors that carry gradients).
+
+    Raises:
+        ArgumentError: ``multipliers`` has not one row per step or a row not one entry per weight.
+    """
+    if len(multipliers) != len(plans):
+        raise ArgumentError(
+            f"solver {solver!r}: weight_multipliers has {len(multipliers)} rows but the grid has {len(plans)} steps; "
+            "sample with the grid (and steps) they were tuned on"
+        )
+    out = []
+    for i, (plan, row) in enumerate(zip(plans, multipliers)):
+        if len(row) != len(plan.weights):
+            raise ArgumentError(
+                f"solver {solver!r}: weight_multipliers row {i} has {len(row)} entries but step {i} combines "
+                f"{len(plan.weights)} history terms (expected lengths {[len(p.weights) for p in plans]})"
+            )
+        out.append(replace(plan, weights=tuple(w * m for w, m in zip(plan.weights, row))))
+    return tuple(out)
 
 
 def _floats(plan: Any) -> list[float]:

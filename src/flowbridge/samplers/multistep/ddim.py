@@ -27,6 +27,8 @@ class DDIM(GaussianMultistep):
     Args:
         final_step: ``"solver"``/``"first_order"`` (the same for a first-order method) or ``"denoise"``.
         warmup: ``"lower_order"`` (no history is used).
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     order = 1

@@ -20,6 +20,7 @@ an :math:`O(h^3)` local error (measured: their 3M converges at order 2, this one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -95,6 +96,8 @@ class DPMSolverPlusPlus2M(DPMSolverPlusPlus):
         final_step: ``"solver"`` (default), ``"first_order"`` (diffusers' ``lower_order_final``) or
             ``"denoise"`` (a first-order jump to sigma = 0 from ``grid[-2]``).
         warmup: ``"lower_order"``.
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     order = 2
@@ -113,6 +116,8 @@ class DPMSolverPlusPlus3M(DPMSolverPlusPlus):
             NFE <= 25 on the benchmark targets; see ``experiments/results/solvers.md``).
         final_step: ``"solver"`` (default), ``"first_order"`` or ``"denoise"``.
         warmup: ``"lower_order"``.
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     default_grid = "logsnr"  # experiments/results/grids.md
@@ -121,8 +126,11 @@ class DPMSolverPlusPlus3M(DPMSolverPlusPlus):
     min_steps = 3
     multistep_order = 3
 
-    def __init__(self, variant: str = "taylor", final_step: str | None = None, warmup: str = "lower_order") -> None:
-        super().__init__(final_step=final_step, warmup=warmup)
+    def __init__(
+        self, variant: str = "taylor", final_step: str | None = None, warmup: str = "lower_order",
+        weight_multipliers: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__(final_step=final_step, warmup=warmup, weight_multipliers=weight_multipliers)
         check_option("variant", variant, tuple(SECOND_DIFFERENCE_WEIGHT))
         self.variant = variant
         self.d2_weight = SECOND_DIFFERENCE_WEIGHT[variant]

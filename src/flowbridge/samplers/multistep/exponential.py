@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class PhiFunctions:
@@ -29,8 +31,9 @@ class PhiFunctions:
 
 
 def phi_functions(h: float) -> PhiFunctions:
-    """The three :math:`\\varphi` functions at ``h > 0`` (``h = inf``: the step to sigma = 0)."""
-    if math.isinf(h):
+    """The three :math:`\\varphi` functions at ``h > 0`` (``h = inf``: the step to sigma = 0); a 0-d
+    tensor ``h`` gives tensors, differentiable in ``h``."""
+    if (bool(torch.isinf(h)) if isinstance(h, torch.Tensor) else math.isinf(h)):
         return PhiFunctions(phi1=-1.0, phi2=1.0, phi3=-0.5)
     if h < 0.25:
         # phi1 = sum_{n>=1} (-h)^n/n!, phi2 = sum_{n>=2} (-1)^n h^(n-1)/n!, phi3 = sum_{n>=3} (-1)^n h^(n-2)/n!
@@ -44,6 +47,6 @@ def phi_functions(h: float) -> PhiFunctions:
             if n >= 3:
                 phi3 += term / (h * h)
         return PhiFunctions(phi1=phi1, phi2=phi2, phi3=phi3)
-    phi1 = math.expm1(-h)
+    phi1 = torch.expm1(-h) if isinstance(h, torch.Tensor) else math.expm1(-h)  # a tensor h: differentiable (tuning)
     phi2 = phi1 / h + 1.0
     return PhiFunctions(phi1=phi1, phi2=phi2, phi3=phi2 / h - 0.5)

@@ -14,6 +14,7 @@ The mixer undoes the lag of the average to order k, so GHVB-k converges at the o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from torch import Tensor
@@ -44,6 +45,8 @@ class GHVB(GaussianMultistep):
         beta: weight on the new noise prediction, in (0, 1] (default 0.8).
         final_step: ``"solver"`` (default), ``"first_order"`` or ``"denoise"``.
         warmup: ``"lower_order"``.
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     default_grid = "logsnr"  # experiments/results/grids.md
@@ -54,9 +57,10 @@ class GHVB(GaussianMultistep):
     evaluates = "noise"
 
     def __init__(
-        self, order: int = 4, beta: float = 0.8, final_step: str | None = None, warmup: str = "lower_order"
+        self, order: int = 4, beta: float = 0.8, final_step: str | None = None, warmup: str = "lower_order",
+        weight_multipliers: Sequence[Sequence[float]] | None = None,
     ) -> None:
-        super().__init__(final_step=final_step, warmup=warmup)
+        super().__init__(final_step=final_step, warmup=warmup, weight_multipliers=weight_multipliers)
         self.solver_order = check_order(order, 1, 4)
         self.beta = check_beta(beta)
 

@@ -16,6 +16,7 @@ caps the observed order near 2-3 for ``k = 4`` (the first step is Euler).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from torch import Tensor
@@ -58,6 +59,8 @@ class PLMS(GaussianMultistep):
         order: number of steps k, 1 to 4 (default 4; order 1 is DDIM).
         final_step: ``"solver"`` (default), ``"first_order"`` or ``"denoise"``.
         warmup: ``"lower_order"``.
+        weight_multipliers: per-step multipliers of the history weights (one row per step), as fitted by
+            :func:`flowbridge.samplers.tuning.tune`; ``None`` (default): the solver's own coefficients.
     """
 
     default_grid = "logsnr"  # experiments/results/grids.md
@@ -67,8 +70,11 @@ class PLMS(GaussianMultistep):
     works_in_log_snr = False
     evaluates = "noise"
 
-    def __init__(self, order: int = 4, final_step: str | None = None, warmup: str = "lower_order") -> None:
-        super().__init__(final_step=final_step, warmup=warmup)
+    def __init__(
+        self, order: int = 4, final_step: str | None = None, warmup: str = "lower_order",
+        weight_multipliers: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__(final_step=final_step, warmup=warmup, weight_multipliers=weight_multipliers)
         self.solver_order = check_order(order, 1, 4)
 
     def plan(self, g: GaussianGrid) -> tuple[StepPlan, ...]:
