@@ -56,7 +56,7 @@ def register_schedule(name: str) -> Callable[[type["Schedule"]], type["Schedule"
 
 
 def get_schedule(name: str, **kwargs: float) -> "Schedule":
-    """Builds a schedule from its registered name (``linear``, ``vp``, ``vp_cosine``, ``ve``, ``trig``)."""
+    """Builds a schedule from its registered name (``linear``, ``vp``, ``ve``, ``trig``)."""
     if name not in SCHEDULES:
         raise registry_error("schedule", name, list(SCHEDULES))
     return SCHEDULES[name](**kwargs)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from flowbridge.samplers.base import (
 )
 from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import explicit_grid, make_grid
+from flowbridge.samplers.recommend import AUTO, recommend
 
 
 def default_span(field: Field, solver: str | Solver[Any] | None = None) -> tuple[float, float]:
@@ -91,7 +92,7 @@ def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool | str)
 
 def sample(
     field: Field,
-    solver: str | Solver[Any] = "heun",
+    solver: str | Solver[Any] = AUTO,
     steps: int = 20,
     *,
     shape: Sequence[int] | None = None,
@@ -123,9 +124,13 @@ def sample(
 
     Args:
         field: any :class:`~flowbridge.fields.Field` (network, analytic, guided).
-        solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance.
+        solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance;
+            default ``"auto"``: the solver the benchmark recommends for this field's path and budget
+            (:func:`flowbridge.samplers.recommend.recommend`; GHVB or UniPC on a VP path, Heun on the
+            linear path and off Gaussian paths).
         steps: number of steps on the grid (adaptive solvers use it only for the trajectory); the
-            evaluations actually made are reported as ``nfe``.
+            evaluations actually made are reported as ``nfe``. With ``solver="auto"`` it is the budget
+            of field evaluations (a two-evaluation solver then takes ``steps // 2`` steps).
         shape: (num_samples, *event) of the samples to draw from the source; or give ``x0``.
         x0: initial states at ``t_span[0]`` (source noise, or source data for interpolants).
         generator: a ``torch.Generator`` (one stream for the batch: reproducible for a fixed
@@ -172,6 +177,15 @@ def sample(
     """
     if not isinstance(field, Field):
         raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
+    if isinstance(solver, str) and solver == AUTO:
+        if solver_options:
+            raise ArgumentError(f"options {sorted(solver_options)} belong to a named solver; pass solver= with them")
+        chosen = recommend(field, steps)
+        explicit_times = grid is not None and not isinstance(grid, str)
+        solver, solver_options = chosen.solver, chosen.options
+        steps = steps if explicit_times else chosen.steps  # explicit times fix the steps themselves
     solver_obj = get_solver(solver, **solver_options)
     if shape is None and x0 is None:
         raise ArgumentError("give either shape=(num_samples, *event) or x0=tensor")

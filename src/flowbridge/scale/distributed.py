@@ -27,6 +27,7 @@ from flowbridge.errors import ArgumentError
 from flowbridge.fields.base import Field
 from flowbridge.samplers.api import sample
 from flowbridge.samplers.base import get_solver
+from flowbridge.samplers.recommend import AUTO
 
 
 class ShardRange(NamedTuple):
@@ -76,7 +77,8 @@ class SamplingJob:
 
     def __post_init__(self) -> None:
         # Fail when the job is described, not in every rank's first predict step.
-        get_solver(self.solver, **self.options)
+        if self.solver != AUTO or self.options:
+            get_solver(self.solver, **self.options)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ArgumentError(f"steps must be a positive integer; got {self.steps!r}")
 
@@ -156,7 +158,7 @@ def sample_to_disk(
     num_samples: int,
     sample_shape: Sequence[int],
     out_dir: str | Path,
-    solver: str = "heun",
+    solver: str = "auto",
     steps: int = 20,
     seed: int = 0,
     shard_size: int = 4096,

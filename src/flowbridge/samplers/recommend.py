@@ -1,0 +1,75 @@
+"""The solver :func:`flowbridge.sample` uses when none is named (``solver="auto"``).
+
+``auto`` reads ``steps`` as a budget of field evaluations (NFE) and picks, for the field's path,
+the solver with the smallest endpoint error at that budget on the exact Gaussian-mixture benchmark
+(``experiments/bench_recommend.py``, ``experiments/results/recommend.md``): d = 2, 16, 64, NFE 5 to
+50, each solver on its own default grid and span, error to a float64 ``dopri5`` endpoint.
+
+The table is per schedule because the ranking changes with it: on the VP path the momentum
+multistep solver GHVB (order 4, beta 0.8) is within 1.5x of the best of ten solvers at every budget
+below 20 NFE and UniPC (order 3) from 20 on, while on the linear (rectified-flow) path Heun's method
+on a uniform grid is best at almost every budget. Off a Gaussian path (interpolants, bridges) and on
+a schedule the benchmark has not measured, ``auto`` is Heun, which needs nothing from the path. A
+model tuned with :mod:`flowbridge.samplers.tuning` does better than any of these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowbridge.fields.base import Field
+from flowbridge.paths.gaussian import GaussianPath
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A solver chosen for a budget.
+
+    Attributes:
+        solver: the registered solver name.
+        steps: its number of steps (the budget divided by its evaluations per step, at least 1).
+        options: the solver's options.
+    """
+
+    solver: str
+    steps: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: Per schedule name: ``(largest NFE, solver, options)`` rows in increasing NFE; the first row whose
+#: bound is at least the budget applies. Chosen from ``experiments/results/recommend.md``.
+RECOMMENDED: dict[str, tuple[tuple[float, str, dict[str, Any]], ...]] = {
+    "vp": ((19, "ghvb", {}), (math.inf, "unipc", {"order": 3})),
+    "linear": ((math.inf, "heun", {}),),
+}
+FALLBACK: tuple[str, dict[str, Any]] = ("heun", {})
+
+
+def recommend(field: Field, nfe: int) -> Recommendation:
+    """The solver ``auto`` stands for on ``field`` with a budget of ``nfe`` evaluations.
+
+    Args:
+        field: the field to sample.
+        nfe: the budget of field evaluations (``steps`` of :func:`flowbridge.sample`).
+
+    Returns:
+        :class:`Recommendation`: solver name, its steps for the budget and its options.
+    """
+    from flowbridge.samplers.base import SOLVERS  # the registry fills as the solver modules import
+
+    name, options = FALLBACK
+    if isinstance(field.path, GaussianPath):
+        for bound, candidate, candidate_options in RECOMMENDED.get(field.path.schedule.name, ()):
+            if nfe <= bound:
+                name, options = candidate, candidate_options
+                break
+    per_step = max(SOLVERS[name].nfe_per_step, 1)
+    steps = max(nfe // per_step, SOLVERS[name].min_steps)
+    return Recommendation(solver=name, steps=steps, options=dict(options))
+
+
+__all__ = ["AUTO", "FALLBACK", "RECOMMENDED", "Recommendation", "recommend"]
