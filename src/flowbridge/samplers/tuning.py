@@ -191,7 +191,8 @@ def tune(
         tune_grid: fit the grid's interior times.
         tune_coefficients: fit the ``weight_multipliers``.
         reference: a registered solver giving the target endpoints (default ``dopri5``).
-        reference_options: its options (default ``rtol = atol = 1e-10`` for an adaptive solver).
+        reference_options: its options (default for an adaptive solver ``rtol = atol = 1e-10`` with
+            float64 states, 100 ulps of ``dtype`` otherwise: 1.2e-5 in float32).
         reference_steps: steps of a fixed-step reference (ignored by adaptive ones).
         max_iters: most optimiser (Adam) iterations; 0 returns the untuned solver.
         lr: Adam's learning rate (on the grid logits and on the multipliers).
@@ -207,7 +208,8 @@ def tune(
         seed: an integer seed for the noises.
         device: where the noises and the sampling live (the field must be there).
         dtype: of the states (default float64; the grid, the coefficients and the multipliers are
-            float64 whatever it is). A network field must accept it (e.g. ``net.double()``).
+            float64 whatever it is). A network field must accept it: a float32 network is tuned with
+            ``dtype=torch.float32`` (as ``flowbridge tune`` does) or converted (``net.double()``).
         progress: show a progress bar over the iterations.
 
     Returns:
@@ -283,8 +285,11 @@ def tune(
     source = noise_source(generator, None, seed, total)
     x_all = initial_state(field, shape=(total, *shape[1:]), x0=None, t_start=float(init_grid[0]), generator=source,
                           dtype=dtype, device=device)
+    # An adaptive reference's tolerance: 1e-10 in float64; in a lower precision the error estimate
+    # cannot go below its rounding (dopri5 would shrink its step to nothing), so 100 ulps of the dtype.
+    tol = 1e-10 if dtype == torch.float64 else max(1e-10, 100 * torch.finfo(dtype).eps)
     ref_solver = get_solver(reference, **dict(reference_options if reference_options is not None else (
-        {"rtol": 1e-10, "atol": 1e-10} if SOLVERS[reference].nfe_per_step == 0 else {})))
+        {"rtol": tol, "atol": tol} if SOLVERS[reference].nfe_per_step == 0 else {})))
     ref_grid = torch.linspace(float(init_grid[0]), float(init_grid[-1]), reference_steps + 1, dtype=torch.float64)
     ref_grid[0], ref_grid[-1] = init_grid[0], init_grid[-1]
     with torch.no_grad():
