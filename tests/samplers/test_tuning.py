@@ -302,14 +302,17 @@ def test_one_reader_for_plain_and_tuned_presets(tmp_path):
     assert load_preset(root / "samplers" / "ddim.yaml") == {"solver": "ddim", "steps": 50, "grid": "logsnr"}
     section = read_preset("model:\n  sampler: {solver: plms, grid: [0.1, 0.5, 0.9], options: {order: 2}}")
     assert section == {"solver": "plms", "steps": 2, "grid": [0.1, 0.5, 0.9], "options": {"order": 2}}
-    assert TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0, 0.5, 1]}").grid.tolist() == [0.0, 0.5, 1.0]
+    assert TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0, 0.5, 1], options: {}}").grid.tolist() == [0.0, 0.5, 1.0]
     for text, match in [("model:\n  sampler: {solver: plms, nope: 1}", "unknown keys"),
                         ("model:\n  sampler: {grid: nosuch}", "unknown grid"),
                         ("model:\n  sampler: {grid: [0.5, true]}", "grid must be"),
                         ("model:\n  sampler: {steps: 0}", "steps must be a positive"),
                         ("model:\n  sampler: {solver: plms, options: {order: 9}}", "options"),
-                        ("model:\n  sampler: {guidance: .nan}", "guidance"), ("model: [", "not valid YAML")]:
+                        ("model:\n  sampler: {guidance: .nan}", "guidance"), ("model: [", "not valid YAML"),
+                        ("model:\n  sampler: {grid: [0.1, 0.5, 0.9], options: {weight_multipliers: [[1.0]]}}", "1 rows for 2 steps")]:
         with pytest.raises(ConfigError, match=match):
             read_preset(text)
     with pytest.raises(ConfigError, match="guidance"):
-        TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0.1, 0.9], guidance: 2.0}")
+        TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0.1, 0.9], options: {}, guidance: 2.0}")
+    with pytest.raises(ConfigError, match=r"missing \['options'\]"):
+        TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0.1, 0.9]}")

@@ -96,6 +96,9 @@ def read_preset(text: str, *, source: str = "preset") -> dict[str, Any]:
         out["grid"], out["steps"] = times, len(times) - 1
     elif "grid" in out:
         raise ConfigError(f"{where}.grid must be a registered grid ({', '.join(sorted(GRIDS))}) or a list of times; got {grid!r}")
+    rows = out.get("options", {}).get("weight_multipliers")
+    if isinstance(rows, list) and "steps" in out and len(rows) != out["steps"]:  # one row per step (a cut file has fewer)
+        raise ConfigError(f"{where}.options.weight_multipliers has {len(rows)} rows for {out['steps']} steps; give one per step")
     if out.get("solver") in SOLVERS:
         try:  # the options must be the named solver's (a section without a solver leaves them to the model's)
             get_solver(out["solver"], **out.get("options", {}))
@@ -215,13 +218,13 @@ class TunedSolver:
         """The tuned solver of a section :func:`read_preset` returned.
 
         Raises:
-            ConfigError: a section without a registered solver, or without explicit times as grid
+            ConfigError: a section without a registered solver, options, or explicit times as grid
                 (a registered grid is not a tuned solver: sample it by name), or with ``guidance``.
         """
         where = f"{source}: model.sampler"
-        missing = [k for k in ("solver", "grid") if k not in section]
+        missing = [k for k in ("solver", "grid", "options") if k not in section]
         if missing:
-            raise ConfigError(f"{where}: a tuned preset needs the keys solver, steps, grid (times); missing {missing}")
+            raise ConfigError(f"{where}: a tuned preset needs the keys solver, steps, grid (times), options; missing {missing}")
         if "guidance" in section:
             raise ConfigError(f"{where}.guidance: a tuned solver has no guidance (it belongs to a model's preset)")
         if section["solver"] not in SOLVERS:
