@@ -774,7 +774,7 @@ def plot_samples_file(x: torch.Tensor, labels: torch.Tensor | None, module: Any,
 # --------------------------------------------------------------------------------------------------
 # flowbridge tune
 # --------------------------------------------------------------------------------------------------
-#: ``flowbridge tune``'s default family: plms (order 4) had the smallest tuned error in 11 of the 12
+#: ``flowbridge tune``'s default family: plms (order 4) had the smallest tuned error in 10 of the 12
 #: cells of ``experiments/results/tuning.md`` (d = 2, 16, 64; NFE 5 to 15).
 TUNE_DEFAULT_SOLVER = "plms"
 

@@ -40,10 +40,13 @@ solvers' ``weight_multipliers`` option.
 Iteration 0 is the untuned solver exactly: its validation error is measured on the initial grid and
 multipliers themselves, and if no iterate beats it the result is that solver, bit for bit.
 
-The result, a :class:`TunedSolver`, samples through :func:`flowbridge.sample` (an explicit grid and
-the ``weight_multipliers`` option) and is saved as a ``samplers/*.yaml``-style preset whose float64
-values round-trip bit for bit. A ``flowbridge tune`` command and explicit grids in
-``flowbridge sample --config`` presets are not wired yet.
+The result, a :class:`TunedSolver`, is a ``solver`` for :func:`flowbridge.sample` (its steps, explicit
+grid and ``weight_multipliers`` option are used) and is saved as a ``samplers/*.yaml``-style preset,
+its ``grid`` a list of times, whose float64 values round-trip bit for bit. One reader,
+:func:`load_preset` (:mod:`flowbridge.samplers.presets`), reads tuned and plain presets; ``flowbridge
+sample --config tuned.yaml`` samples a checkpoint with it, and ``flowbridge tune --ckpt CKPT --nfe 10``
+tunes a checkpoint's field and writes it. ``smc.sample`` and ``inverse.sample`` take the tuned times
+as ``grid`` (their kernels are not multistep ODE solvers, so the multipliers do not apply there).
 """
 
 from __future__ import annotations
