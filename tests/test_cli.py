@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from flowbridge.cli import condense_error, main
+from flowbridge.errors import ConfigError
 from tests.training.recipes import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def test_help_lists_every_command_in_one_line_each(capsys: pytest.CaptureFixture
         assert main(args) == 0
         out = capsys.readouterr().out
         assert "Lightning Trainer command line tool" not in out
-        for command in ("fit", "validate", "predict", "sample"):
+        for command in ("fit", "validate", "predict", "sample", "tune"):
             lines = [ln for ln in out.splitlines() if ln.strip().startswith(command + " ")]
             assert len(lines) == 1 and COMMANDS[command] in lines[0], out
     assert main(["--version"]) == 0
@@ -383,3 +384,87 @@ def test_sample_bad_flags_fail_in_one_line_naming_the_flag(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("flowbridge: error: ") and flag in err[0], err
     assert not (tmp_path / "s.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# tuned presets: flowbridge tune, and flowbridge sample --config tuned.yaml
+# --------------------------------------------------------------------------------------------------
+def _tune(ckpt: Path, out: Path, *extra: str) -> int:
+    return main(["tune", "--ckpt", str(ckpt), "--nfe", "5", "--num", "32", "--max_iters", "3", "--out", str(out),
+                 "--device", "cpu", *extra])
+
+
+def test_tune_writes_a_preset_that_sample_uses_as_fb_sample_does(
+    recipe_checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flowbridge as fb
+    from flowbridge.samplers.tuning import TunedSolver
+
+    ckpt = recipe_checkpoint("fm_moons")
+    capsys.readouterr()
+    preset = tmp_path / "tuned.yaml"
+    assert _tune(ckpt, preset) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "tuned plms at NFE 5" in out[0] and " -> " in out[0] and str(preset) in out[0], out
+    tuned = TunedSolver.load(preset)
+    assert tuned.solver == "plms" and tuned.steps == 5 and tuned.grid.dtype == torch.float64
+    assert len(tuned.options["weight_multipliers"]) == 5
+    x = _sample(ckpt, tmp_path / "s.pt", "--config", str(preset), "--seed", "3", "--steps", "5")
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert saved["solver"] == "plms" and saved["grid"] == tuned.grid.tolist()
+    # The same samples as flowbridge.sample with the tuned solver on the checkpoint's field (float32 states).
+    module = fb.load(ckpt, "cpu")
+    with torch.no_grad():
+        expected = fb.sample(module.field(), tuned, shape=(8, 2), seed=3, dtype=module.dtype).x
+    assert torch.equal(x, expected)
+    # A steps other than the preset's, with its explicit times, is refused in one line.
+    assert main(["sample", "--ckpt", str(ckpt), "--config", str(preset), "--steps", "4", "--out", str(tmp_path / "b.pt")]) == 2
+    assert "len(grid) - 1 = 5" in _error_line(capsys)
+
+
+def test_tuned_and_plain_presets_are_read_by_one_reader(tmp_path: Path) -> None:
+    from flowbridge.cli import read_sampler_preset
+    from flowbridge.samplers.presets import load_preset
+    from flowbridge.samplers.tuning import TunedSolver
+    from flowbridge.training import SamplerConfig
+
+    grid = torch.tensor([0.05, 0.1 + 0.2, 0.7, 1 - 2**-53], dtype=torch.float64)
+    tuned = TunedSolver("dpmpp_2m", 3, grid, {"weight_multipliers": [[1.0], [1e-05, 0.9], [1.1, -0.0]]})
+    path = tmp_path / "tuned.yaml"
+    tuned.save(path)
+    cfg = read_sampler_preset(path, SamplerConfig())
+    assert cfg.solver == "dpmpp_2m" and cfg.steps == 3 and cfg.options == dict(tuned.options)
+    assert torch.equal(torch.tensor(cfg.grid, dtype=torch.float64).view(torch.int64), grid.view(torch.int64))
+    assert load_preset(path)["grid"] == grid.tolist()
+    for preset in sorted((ROOT / "samplers").glob("*.yaml")):  # every shipped preset through the same reader
+        section = load_preset(preset)
+        assert read_sampler_preset(preset) == SamplerConfig(**section)
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--nfe", "0"], "--nfe"), (["--nfe", "x"], "--nfe"), (["--solver", "heun"], "--solver"), (["--grid", "nosuch"], "--grid"),
+    (["--option", "order=9"], "--option"), (["--num_val", "1"], "--num_val"), (["--max_iters", "-1"], "--max_iters"),
+    (["--num", "0"], "--num"), (["--lr", "0"], "--lr"), (["--solver", "dpmpp_3m", "--nfe", "2"], "nfe must be >= 3"),
+])
+def test_tune_bad_flags_fail_in_one_line(
+    args: list[str], flag: str, recipe_checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = recipe_checkpoint("fm_moons")
+    capsys.readouterr()
+    out = tmp_path / "t.yaml"
+    assert main(["tune", "--ckpt", str(ckpt), "--max_iters", "1", "--num", "8", "--out", str(out), "--device", "cpu", *args]) == 2
+    assert flag in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_tune_refuses_a_missing_checkpoint_and_a_bad_preset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "t.yaml")]) == 2
+    assert "missing.ckpt" in _error_line(capsys)
+    assert main(["tune", "--out", str(tmp_path / "t.yaml")]) == 2
+    assert "--ckpt" in _error_line(capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  sampler: {solver: plms, steps: 3, grid: [0.1, 0.5, 0.3, 0.9]}\n")
+    from flowbridge.cli import read_sampler_preset
+
+    with pytest.raises(ConfigError, match="bad.yaml.*strictly increasing"):
+        read_sampler_preset(bad)

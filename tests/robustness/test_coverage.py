@@ -45,6 +45,7 @@ DATA: dict[str, str] = {
     **{n: "constant" for n in (
         "flowbridge.__version__", "flowbridge.bridges.lightsb.COVARIANCES", "flowbridge.interop.SUPPORTED_SCHEDULERS",
         "flowbridge.paths.PARAMETRISATIONS", "flowbridge.samplers.multistep.FINAL_STEPS", "flowbridge.samplers.tuning.TUNABLE",
+        "flowbridge.samplers.presets.PRESET_KEYS",
     )},
     # registries (unknown names are swept through their getters: get_solver, get_schedule, ...)
     **{n: "registry" for n in (

@@ -158,8 +158,34 @@ def shard_dir(damage: str | None, draw) -> Path:
     return d
 
 
+@functools.cache
+def good_preset() -> Path:
+    """A tuned preset as ``TunedSolver.save`` writes it (plms, 6 steps, multipliers off 1)."""
+    from flowbridge.samplers.tuning import TunedSolver
+
+    grid = torch.linspace(0.05, 0.95, 7, dtype=torch.float64) ** 1.3
+    rows = [[1.0 + 1e-3 * (k + j) for j in range(min(k + 1, 4))] for k in range(6)]
+    path = workdir() / "tuned.yaml"
+    TunedSolver("plms", 6, grid, {"weight_multipliers": rows}).save(path)
+    return path
+
+
+def _load_preset(i: dict):
+    from flowbridge.samplers.tuning import TunedSolver, load_preset
+
+    return TunedSolver.from_section(load_preset(i["preset"]), source=str(i["preset"])).grid
+
+
+def _read_preset(i: dict):
+    from flowbridge.samplers.presets import read_preset
+    from flowbridge.samplers.tuning import TunedSolver
+
+    text = Path(i["preset"]).read_bytes().decode("utf-8", errors="replace")  # read_preset takes text
+    return TunedSolver.from_section(read_preset(text, source=str(i["preset"])), source=str(i["preset"])).grid
+
+
 def inputs(draw) -> dict:
-    return {"ckpt": good_checkpoint(), "data": good_data(), "shards": shard_dir(None, draw)}
+    return {"ckpt": good_checkpoint(), "data": good_data(), "shards": shard_dir(None, draw), "preset": good_preset()}
 
 
 SHARDS = tuple(
@@ -179,6 +205,7 @@ def _kind() -> Kind:
             *file_corruptions("ckpt", ckpt_names, _config_error()),
             *file_corruptions("data", ("data", "could not be read", "no such", ".pt"), (DataError,)),
             *SHARDS,
+            *file_corruptions("preset", ("preset", ".yaml"), _config_error()),
         ),
         (
             Entry("flowbridge.cli.load_module", _load_module, ("ckpt",)),
@@ -186,6 +213,8 @@ def _kind() -> Kind:
             Entry("flowbridge.interop.FlowPrior", _flow_prior, ("ckpt",), method="from_checkpoint"),
             Entry("flowbridge.training.TensorFile", _tensor_file, ("data",), method="data file"),
             Entry("flowbridge.scale.merge_shards", _merge, ("shards",)),
+            Entry("flowbridge.samplers.presets.load_preset", _load_preset, ("preset",)),
+            Entry("flowbridge.samplers.presets.read_preset", _read_preset, ("preset",)),
         ),
     )
 

@@ -275,3 +275,44 @@ def test_minibatches_and_sparse_validation(field):
     for bad in ({"minibatch": 0}, {"validate_every": 0}, {"minibatch": 2.5}):
         with pytest.raises(ArgumentError, match=next(iter(bad))):
             tune(field, "dpmpp_2m", 5, shape=(16, D), seed=0, **bad)
+
+
+def test_fb_sample_takes_a_tuned_solver_and_refuses_what_conflicts(field):
+    t = tune(field, "plms", 5, shape=(16, D), grid="logsnr", seed=0, max_iters=3, lr=0.03)
+    x0 = test_data_noises(field, 8, seed=7, t0=float(t.grid[0]))
+    expected = fb.sample(field, "plms", 5, x0=x0, grid=t.grid, **t.options).x
+    assert torch.equal(fb.sample(field, t, x0=x0).x, expected)
+    assert torch.equal(fb.sample(field, t, 5, x0=x0, t_span=(float(t.grid[0]), float(t.grid[-1]))).x, expected)
+    assert torch.equal(t.sample(field, x0=x0).x, expected)  # the method is the same path
+    for kwargs, match in [({"steps": 20}, "steps=20 conflicts"), ({"steps": 4}, "steps=4 conflicts"),
+                          ({"grid": "logsnr"}, "grid is fixed"), ({"grid": t.grid}, "grid is fixed"),
+                          ({"grid_options": {"rho": 7.0}}, "grid_options"), ({"order": 3}, r"options \['order'\] conflict"),
+                          ({"t_span": (0.1, 0.9)}, "t_span")]:
+        with pytest.raises(ArgumentError, match=match):
+            fb.sample(field, t, x0=x0, **kwargs)
+
+
+def test_one_reader_for_plain_and_tuned_presets(tmp_path):
+    from pathlib import Path
+
+    from flowbridge.samplers.presets import read_preset
+    from flowbridge.samplers.tuning import load_preset
+
+    root = Path(__file__).resolve().parents[2]
+    assert load_preset(root / "samplers" / "ddim.yaml") == {"solver": "ddim", "steps": 50, "grid": "logsnr"}
+    section = read_preset("model:\n  sampler: {solver: plms, grid: [0.1, 0.5, 0.9], options: {order: 2}}")
+    assert section == {"solver": "plms", "steps": 2, "grid": [0.1, 0.5, 0.9], "options": {"order": 2}}
+    assert TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0, 0.5, 1], options: {}}").grid.tolist() == [0.0, 0.5, 1.0]
+    for text, match in [("model:\n  sampler: {solver: plms, nope: 1}", "unknown keys"),
+                        ("model:\n  sampler: {grid: nosuch}", "unknown grid"),
+                        ("model:\n  sampler: {grid: [0.5, true]}", "grid must be"),
+                        ("model:\n  sampler: {steps: 0}", "steps must be a positive"),
+                        ("model:\n  sampler: {solver: plms, options: {order: 9}}", "options"),
+                        ("model:\n  sampler: {guidance: .nan}", "guidance"), ("model: [", "not valid YAML"),
+                        ("model:\n  sampler: {grid: [0.1, 0.5, 0.9], options: {weight_multipliers: [[1.0]]}}", "1 rows for 2 steps")]:
+        with pytest.raises(ConfigError, match=match):
+            read_preset(text)
+    with pytest.raises(ConfigError, match="guidance"):
+        TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0.1, 0.9], options: {}, guidance: 2.0}")
+    with pytest.raises(ConfigError, match=r"missing \['options'\]"):
+        TunedSolver.from_yaml("model:\n  sampler: {solver: plms, grid: [0.1, 0.9]}")

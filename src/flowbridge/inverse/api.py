@@ -12,15 +12,16 @@ import torch
 from torch import Tensor
 
 from flowbridge._progress import Progress
-from flowbridge.errors import ArgumentError, SamplingError
+from flowbridge.errors import ArgumentError, CapabilityError, SamplingError
 from flowbridge.fields.base import Field
 from flowbridge.inverse.measurement import Measurement
 from flowbridge.inverse.samplers.base import (
-    Context, Counters, PosteriorSampler, PosteriorSamples, TimeGrid, get_posterior_sampler,
+    POSTERIOR_SAMPLERS, Context, Counters, PosteriorSampler, PosteriorSamples, TimeGrid, get_posterior_sampler,
 )
 from flowbridge.random import RandomSource, grouped_noise_source, randn
 from flowbridge.samplers.api import step_observer
 from flowbridge.samplers.base import Observer
+from flowbridge.samplers.presets import TunedSolver
 
 
 def sample(
@@ -36,7 +37,7 @@ def sample(
     generator: RandomSource = None,
     seeds: Sequence[int] | None = None,
     seed: int | None = None,
-    grid: str = "uniform",
+    grid: str | Sequence[float] | Tensor = "uniform",
     grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
     batch_size: int | None = None,
@@ -79,7 +80,11 @@ def sample(
             same ``num_samples`` only.
         seed: shorthand for ``seeds`` derived from one integer. At most one of the three.
         grid: name of the time grid on the prior's path (``flowbridge.samplers.grids``);
-            ``grid_options`` its options.
+            ``grid_options`` its options. Or ``steps + 1`` explicit times, e.g. a tuned grid
+            (``steps=tuned.steps, grid=tuned.grid`` of a
+            :class:`~flowbridge.samplers.presets.TunedSolver`): the field is evaluated at the first
+            ``steps`` (as the tuned solver evaluates it) and the last is replaced by the clean node
+            ``t = 1`` (:meth:`TimeGrid.build`).
         t_span: ``(t_start, t_end)`` of the grid (``t_start``/``t_end`` are the older names);
             default the path's regular interval.
         batch_size: work in chunks of this many samples (groups are never split).
@@ -99,7 +104,8 @@ def sample(
         ArgumentError: an unknown method or option, ``particles < 2`` for a particle sampler, bad
             ``shape`` / ``num_samples`` / ``steps`` / ``x0`` / ``batch_size``.
         CapabilityError: a requirement the prior, operator or noise lacks (lists the samplers
-            that apply).
+            that apply); a :class:`~flowbridge.samplers.presets.TunedSolver` as ``method`` (no
+            posterior sampler is built on a multistep solver: pass its times as ``grid``).
         SamplingError: non-finite samples.
 
     Example:
@@ -139,6 +145,14 @@ def sample(
         if not isinstance(t_span, (tuple, list)) or len(t_span) != 2:
             raise ArgumentError(f"t_span must be a pair (t_start, t_end); got {t_span!r}")
         t_start, t_end = float(t_span[0]), float(t_span[1])
+    if isinstance(method, TunedSolver):
+        # The posterior samplers make their own steps (guidance, projections, particles); none is a
+        # multistep ODE solver whose history weights a tuned solver's multipliers could replace.
+        raise CapabilityError(
+            f"a tuned solver ({method.solver!r}) is not a posterior sampler: no posterior sampler is built on a multistep "
+            "ODE solver, so its weight_multipliers have no use here; use its times: inverse.sample(prior, measurement, "
+            f"'dps', tuned.steps, grid=tuned.grid, ...); methods: {', '.join(sorted(POSTERIOR_SAMPLERS))}"
+        )
     sampler = get_posterior_sampler(method, **options)
     name = sampler.name
     if sampler.uses_particles:

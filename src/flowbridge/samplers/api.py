@@ -28,7 +28,20 @@ from flowbridge.samplers.base import (
 )
 from flowbridge.samplers.graphs import graphed_solve
 from flowbridge.samplers.grids import explicit_grid, make_grid
+from flowbridge.samplers.presets import TunedSolver
 from flowbridge.samplers.recommend import AUTO, recommend
+
+
+class _DefaultSteps(int):
+    """The default of ``sample``'s ``steps`` (20): an ``int`` that a ``TunedSolver`` can tell from an
+    explicit ``steps=20`` by identity, so that only a given value is checked against its own steps
+    (``None`` stays a refused value, as everywhere in the vocabulary)."""
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+DEFAULT_STEPS: int = _DefaultSteps(20)
 
 
 def default_span(field: Field, solver: str | Solver[Any] | None = None) -> tuple[float, float]:
@@ -92,8 +105,8 @@ def _wrap_field(field: Field, autocast: torch.dtype | None, compile: bool | str)
 
 def sample(
     field: Field,
-    solver: str | Solver[Any] = AUTO,
-    steps: int = 20,
+    solver: str | Solver[Any] | TunedSolver = AUTO,
+    steps: int = DEFAULT_STEPS,
     *,
     shape: Sequence[int] | None = None,
     x0: Tensor | None = None,
@@ -124,13 +137,18 @@ def sample(
 
     Args:
         field: any :class:`~flowbridge.fields.Field` (network, analytic, guided).
-        solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``) or a solver instance;
-            default ``"auto"``: the solver the benchmark recommends for this field's path and budget
+        solver: a registered solver name (see ``flowbridge.samplers.SOLVERS``), a solver instance, or
+            a :class:`~flowbridge.samplers.presets.TunedSolver` (:func:`flowbridge.samplers.tuning.tune`,
+            ``TunedSolver.load(path)``): its solver, steps, grid and options are used, and a
+            ``steps`` other than its own, a ``grid``, ``grid_options``, solver options or a
+            ``t_span`` other than its grid's ends are refused (``ArgumentError``). Default ``"auto"``:
+            the solver the benchmark recommends for this field's path and budget
             (:func:`flowbridge.samplers.recommend.recommend`; GHVB or UniPC on a VP path, Heun on the
             linear path and off Gaussian paths).
-        steps: number of steps on the grid (adaptive solvers use it only for the trajectory); the
-            evaluations actually made are reported as ``nfe``. With ``solver="auto"`` it is the budget
-            of field evaluations (a two-evaluation solver then takes ``steps // 2`` steps).
+        steps: number of steps on the grid (default 20; a TunedSolver's own); adaptive solvers use
+            it only for the trajectory; the evaluations actually made are reported as ``nfe``. With
+            ``solver="auto"`` it is the budget of field evaluations (a two-evaluation solver then
+            takes ``steps // 2`` steps).
         shape: (num_samples, *event) of the samples to draw from the source; or give ``x0``.
         x0: initial states at ``t_span[0]`` (source noise, or source data for interpolants).
         generator: a ``torch.Generator`` (one stream for the batch: reproducible for a fixed
@@ -177,6 +195,11 @@ def sample(
     """
     if not isinstance(field, Field):
         raise ArgumentError(f"field must be a flowbridge Field; got {type(field).__name__}")
+    if isinstance(solver, TunedSolver):  # one path: a tuned solver is its name, steps, times and options
+        if grid_options:
+            raise ArgumentError("grid_options do not apply to a tuned solver: its grid is its tuned times; omit them")
+        given = None if steps is DEFAULT_STEPS else steps
+        solver, steps, grid, solver_options = solver.sampling_arguments(given, grid, t_span, solver_options)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
     if isinstance(solver, str) and solver == AUTO:

@@ -40,10 +40,13 @@ solvers' ``weight_multipliers`` option.
 Iteration 0 is the untuned solver exactly: its validation error is measured on the initial grid and
 multipliers themselves, and if no iterate beats it the result is that solver, bit for bit.
 
-The result, a :class:`TunedSolver`, samples through :func:`flowbridge.sample` (an explicit grid and
-the ``weight_multipliers`` option) and is saved as a ``samplers/*.yaml``-style preset whose float64
-values round-trip bit for bit. A ``flowbridge tune`` command and explicit grids in
-``flowbridge sample --config`` presets are not wired yet.
+The result, a :class:`TunedSolver`, is a ``solver`` for :func:`flowbridge.sample` (its steps, explicit
+grid and ``weight_multipliers`` option are used) and is saved as a ``samplers/*.yaml``-style preset,
+its ``grid`` a list of times, whose float64 values round-trip bit for bit. One reader,
+:func:`load_preset` (:mod:`flowbridge.samplers.presets`), reads tuned and plain presets; ``flowbridge
+sample --config tuned.yaml`` samples a checkpoint with it, and ``flowbridge tune --ckpt CKPT --nfe 10``
+tunes a checkpoint's field and writes it. ``smc.sample`` and ``inverse.sample`` take the tuned times
+as ``grid`` (their kernels are not multistep ODE solvers, so the multipliers do not apply there).
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,12 +62,11 @@ from torch import Tensor
 
 from flowbridge._progress import Progress
 from flowbridge._utils import registry_error
-from flowbridge.errors import ArgumentError, CapabilityError, ConfigError
+from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.fields.base import Field, check_field
 from flowbridge.random import noise_source
 from flowbridge.samplers.api import initial_state, resolve_grid
-from flowbridge.samplers.api import sample as fb_sample
-from flowbridge.samplers.base import SOLVERS, SampleOutput, get_solver
+from flowbridge.samplers.base import SOLVERS, get_solver
 from flowbridge.samplers.grids import explicit_grid, make_grid
 from flowbridge.samplers.multistep.common import (
     GaussianGrid,
@@ -76,6 +77,7 @@ from flowbridge.samplers.multistep.common import (
     gaussian_grid,
     scale_weights,
 )
+from flowbridge.samplers.presets import TunedSolver, TuningReport, load_preset
 
 #: On a validation plateau (``patience`` iterations without improvement) the optimiser restarts from
 #: the best iterate with its learning rate multiplied by ``LR_DECAY``; after ``LR_DECAYS`` such restarts it stops.
@@ -85,150 +87,6 @@ LR_DECAYS: int = 3
 #: Solver families :func:`tune` fits (grid and ``weight_multipliers``): their plans are plain
 #: linear multistep coefficients, recomputed differentiably from the grid.
 TUNABLE: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_3m", "plms", "ghvb")
-
-
-@dataclass(frozen=True)
-class TuningReport:
-    """How a tuning run went (not saved in the preset).
-
-    Attributes:
-        untuned_error: mean endpoint error of the untuned solver (iteration 0) on the validation noises.
-        tuned_error: the same for the tuned solver (the best iterate; equal to ``untuned_error`` if none
-            improved on it).
-        untuned_stderr: Monte-Carlo standard error of ``untuned_error`` (std of the per-sample errors
-            over :math:`\\sqrt{n}`).
-        tuned_stderr: the same for ``tuned_error``.
-        best_iteration: the iteration kept (0: the untuned solver).
-        iterations: optimiser iterations run (fewer than ``max_iters`` when stopped early).
-        history: ``(iteration, training loss, validation error)`` per iteration (the training loss is
-            that of the parameters before the iteration's update, on its minibatch; ``nan`` at
-            iteration 0; the validation error is ``nan`` where none was measured).
-        reference: the reference solver's name.
-    """
-
-    untuned_error: float
-    tuned_error: float
-    untuned_stderr: float
-    tuned_stderr: float
-    best_iteration: int
-    iterations: int
-    history: tuple[tuple[int, float, float], ...]
-    reference: str
-
-
-@dataclass(frozen=True, eq=False)
-class TunedSolver:
-    """A solver fitted to a field at a fixed number of steps: a preset for :func:`flowbridge.sample`.
-
-    Attributes:
-        solver: the registered solver family (one of :data:`TUNABLE`).
-        steps: the number of steps (= NFE for these one-evaluation-per-step solvers).
-        grid: the (steps+1,) float64 CPU grid, strictly increasing.
-        options: the solver's options, ``weight_multipliers`` included (one row per step).
-        report: how the tuning went (``None`` for a preset read from a file).
-    """
-
-    solver: str
-    steps: int
-    grid: Tensor
-    options: Mapping[str, Any]
-    report: TuningReport | None = None
-
-    def __eq__(self, other: object) -> bool:
-        """Same solver, steps, options and grid bit for bit (the report is not compared)."""
-        if not isinstance(other, TunedSolver):
-            return NotImplemented
-        return (
-            self.solver == other.solver and self.steps == other.steps and _plain(self.options) == _plain(other.options)
-            and self.grid.dtype == other.grid.dtype and self.grid.shape == other.grid.shape
-            and bool((self.grid.view(torch.int64) == other.grid.view(torch.int64)).all())
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def sample(self, field: Field, **kwargs: Any) -> SampleOutput:
-        """:func:`flowbridge.sample` with this solver, grid and options; ``kwargs`` are the rest of
-        its vocabulary (``shape``, ``x0``, ``seed``, ``batch_size``, ``dtype``, ...)."""
-        for taken in ("solver", "steps", "grid", "grid_options", "t_span"):
-            if taken in kwargs:
-                raise ArgumentError(f"{taken} is fixed by the tuned solver; pass only the sampling arguments")
-        return fb_sample(field, self.solver, self.steps, grid=self.grid, **dict(self.options), **kwargs)
-
-    def to_yaml(self) -> str:
-        """The preset as YAML text (``model: sampler:``, as ``samplers/*.yaml``); floats are written
-        with their shortest round-tripping ``repr``, so that :meth:`from_yaml` restores them bit for bit."""
-        import yaml
-
-        section = {"solver": self.solver, "steps": self.steps, "grid": [float(v) for v in self.grid.tolist()],
-                   "options": _plain(self.options)}
-        lines = [f"# {self.solver} tuned at {self.steps} steps by flowbridge.samplers.tuning.tune"]
-        if self.report is not None:
-            r = self.report
-            lines.append(
-                f"# validation endpoint error: untuned {r.untuned_error:.6g} +- {r.untuned_stderr:.2g}, "
-                f"tuned {r.tuned_error:.6g} +- {r.tuned_stderr:.2g} (reference {r.reference}, iteration {r.best_iteration})"
-            )
-        body = yaml.safe_dump({"model": {"sampler": section}}, sort_keys=False, default_flow_style=None, width=100)
-        return "\n".join(lines) + "\n" + body
-
-    def save(self, path: str | Path) -> None:
-        """Writes :meth:`to_yaml` to ``path``."""
-        Path(path).write_text(self.to_yaml())
-
-    @classmethod
-    def from_yaml(cls, text: str, *, source: str = "preset") -> "TunedSolver":
-        """Reads a preset written by :meth:`to_yaml`.
-
-        Raises:
-            ConfigError: not valid YAML, or a section that is not a tuned preset (naming the key).
-        """
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        section = data.get("model", {}).get("sampler") if isinstance(data, dict) and isinstance(data.get("model"), dict) else None
-        if not isinstance(section, dict):
-            raise ConfigError(f"{source}: expected a 'model: sampler:' section")
-        missing = {"solver", "steps", "grid", "options"} - set(section)
-        unknown = set(section) - {"solver", "steps", "grid", "options"}
-        if missing or unknown:
-            raise ConfigError(f"{source}: model.sampler: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
-        solver, steps, grid, options = section["solver"], section["steps"], section["grid"], section["options"]
-        if solver not in SOLVERS:
-            raise ConfigError(f"{source}: model.sampler.solver: unknown solver {solver!r}")
-        if not isinstance(options, dict):
-            raise ConfigError(f"{source}: model.sampler.options must be a mapping")
-        if not isinstance(grid, list) or not all(isinstance(v, float) for v in grid):
-            raise ConfigError(f"{source}: model.sampler.grid must be a list of times written as floats")
-        try:
-            times = explicit_grid(grid, steps)
-            get_solver(solver, **options)  # the options must be the solver's
-        except ArgumentError as exc:
-            raise ConfigError(f"{source}: model.sampler: {exc}") from exc
-        return cls(solver=solver, steps=steps, grid=times, options=options)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TunedSolver":
-        """Reads a preset file written by :meth:`save`.
-
-        Raises:
-            ConfigError: a missing file or one that is not a tuned preset.
-        """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such file")
-        return cls.from_yaml(p.read_text(), source=str(p))
-
-
-def _plain(value: Any) -> Any:
-    """YAML-safe plain data: tuples to lists, mappings to dicts, floats kept as floats."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -336,7 +194,8 @@ def tune(
         tune_grid: fit the grid's interior times.
         tune_coefficients: fit the ``weight_multipliers``.
         reference: a registered solver giving the target endpoints (default ``dopri5``).
-        reference_options: its options (default ``rtol = atol = 1e-10`` for an adaptive solver).
+        reference_options: its options (default for an adaptive solver ``rtol = atol = 1e-10`` with
+            float64 states, 100 ulps of ``dtype`` otherwise: 1.2e-5 in float32).
         reference_steps: steps of a fixed-step reference (ignored by adaptive ones).
         max_iters: most optimiser (Adam) iterations; 0 returns the untuned solver.
         lr: Adam's learning rate (on the grid logits and on the multipliers).
@@ -352,7 +211,8 @@ def tune(
         seed: an integer seed for the noises.
         device: where the noises and the sampling live (the field must be there).
         dtype: of the states (default float64; the grid, the coefficients and the multipliers are
-            float64 whatever it is). A network field must accept it (e.g. ``net.double()``).
+            float64 whatever it is). A network field must accept it: a float32 network is tuned with
+            ``dtype=torch.float32`` (as ``flowbridge tune`` does) or converted (``net.double()``).
         progress: show a progress bar over the iterations.
 
     Returns:
@@ -428,8 +288,11 @@ def tune(
     source = noise_source(generator, None, seed, total)
     x_all = initial_state(field, shape=(total, *shape[1:]), x0=None, t_start=float(init_grid[0]), generator=source,
                           dtype=dtype, device=device)
+    # An adaptive reference's tolerance: 1e-10 in float64; in a lower precision the error estimate
+    # cannot go below its rounding (dopri5 would shrink its step to nothing), so 100 ulps of the dtype.
+    tol = 1e-10 if dtype == torch.float64 else max(1e-10, 100 * torch.finfo(dtype).eps)
     ref_solver = get_solver(reference, **dict(reference_options if reference_options is not None else (
-        {"rtol": 1e-10, "atol": 1e-10} if SOLVERS[reference].nfe_per_step == 0 else {})))
+        {"rtol": tol, "atol": tol} if SOLVERS[reference].nfe_per_step == 0 else {})))
     ref_grid = torch.linspace(float(init_grid[0]), float(init_grid[-1]), reference_steps + 1, dtype=torch.float64)
     ref_grid[0], ref_grid[-1] = init_grid[0], init_grid[-1]
     with torch.no_grad():
@@ -522,4 +385,4 @@ def tune(
     return TunedSolver(solver=solver, steps=nfe, grid=best[2].detach().clone(), options=out_options, report=report)
 
 
-__all__ = ["TUNABLE", "TunedSolver", "TuningReport", "tune"]
+__all__ = ["TUNABLE", "TunedSolver", "TuningReport", "load_preset", "tune"]

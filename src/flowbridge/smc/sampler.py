@@ -47,7 +47,8 @@ from flowbridge.errors import ArgumentError, CapabilityError
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, grouped_noise_source
 from flowbridge.samplers.base import SOLVERS, Observer, SamplingError, SamplingResult, Solver, StepInfo, get_solver
-from flowbridge.samplers.grids import make_grid
+from flowbridge.samplers.grids import explicit_grid, make_grid
+from flowbridge.samplers.presets import TunedSolver
 from flowbridge.smc.base import InitialParticles, SMCTarget, WeightCollapseError
 from flowbridge.smc.coefficients import step_coefficients
 from flowbridge.smc.geometric import WEIGHT_RULES
@@ -198,7 +199,7 @@ def sample(
     weight_rule: str = "trapezoid",
     init: str | PCNL = "gaussian",
     correct: bool = True,
-    grid: str = "uniform",
+    grid: str | Sequence[float] | Tensor = "uniform",
     grid_options: dict[str, float] | None = None,
     t_span: tuple[float, float] | None = None,
     batch_size: int | None = None,
@@ -250,7 +251,9 @@ def sample(
         correct: ``False`` runs the same drift without weights or resampling: the uncorrected
             heuristic (scaled score, summed scores, plain CFG, reward gradient guidance).
         grid: time grid name (``uniform``, ``quadratic``, ``logsnr``, ``karras``); ``grid_options``
-            its options (e.g. ``{"rho": 7}``).
+            its options (e.g. ``{"rho": 7}``). Or explicit times: ``steps + 1`` strictly increasing
+            times in [0, 1], e.g. a tuned grid (``grid=tuned.grid, steps=tuned.steps`` of a
+            :class:`~flowbridge.samplers.presets.TunedSolver`), used as given.
         t_span: (t0, t1), default the path's regular interval.
         batch_size: the population is never split (its particles interact): ``None`` or at least
             ``N``; anything smaller is an :class:`~flowbridge.errors.ArgumentError`.
@@ -291,13 +294,23 @@ def sample(
 
     Raises:
         ArgumentError: bad particle counts, shapes, options or coefficients.
-        CapabilityError: a solver without a Gaussian transition, ``noise_scale``/``extra_noise``
-            with a kernel that fixes its own level, or a deterministic kernel for a tilted target.
+        CapabilityError: a solver without a Gaussian transition (a
+            :class:`~flowbridge.samplers.presets.TunedSolver` too: the tunable families are
+            deterministic multistep ODE solvers), ``noise_scale``/``extra_noise`` with a kernel that
+            fixes its own level, or a deterministic kernel for a tilted target.
         WeightCollapseError: every weight became zero (reported with the step and time).
         SamplingError: non-finite weight increments (NaN or ``+inf`` rewards or scores) or samples.
     """
     if not isinstance(target, SMCTarget):
         raise ArgumentError(f"target must be built by anneal, product, guided or tilted; got {type(target).__name__}")
+    if isinstance(solver, TunedSolver):
+        # Its weight_multipliers are weights of a deterministic multistep ODE step, which has no Gaussian
+        # transition to weight; its times are usable, as an explicit grid for a stochastic kernel.
+        raise CapabilityError(
+            f"a tuned solver ({solver.solver!r}) is a deterministic multistep ODE solver with no Gaussian transition, so "
+            f"SMC cannot use it as a kernel (nor its weight_multipliers); use its times with a kernel: "
+            f"smc.sample(target, 'ddpm_ancestral', tuned.steps, grid=tuned.grid, ...); kernels: {', '.join(kernels())}"
+        )
     if not isinstance(solver, (str, Solver)):
         raise ArgumentError(f"solver must be a name (str) or a Solver instance; got {type(solver).__name__}; known: {', '.join(kernels())}")
     if isinstance(solver, str) and solver not in BUILTIN_MOVES and solver not in SOLVERS:
@@ -313,8 +326,13 @@ def sample(
     policy = get_policy(resample)
     resampler = get_resampler(policy.method)
     path: GaussianPath = target.path
-    t0, t1 = t_span if t_span is not None else (path.t_min, path.t_max)
-    times = make_grid(grid, steps, float(t0), float(t1), path.schedule, **(grid_options or {}))
+    if grid is not None and not isinstance(grid, str):
+        if grid_options:
+            raise ArgumentError(f"grid_options {sorted(grid_options)} apply to a registered grid, not to explicit times")
+        times = explicit_grid(grid, steps, t_span)
+    else:
+        t0, t1 = t_span if t_span is not None else (path.t_min, path.t_max)
+        times = make_grid(grid, steps, float(t0), float(t1), path.schedule, **(grid_options or {}))
 
     given: Particles | None = None
     if isinstance(particles, Particles):

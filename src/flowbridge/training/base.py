@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from flowbridge.errors import ArgumentError
 from flowbridge.random import StackedGenerators, noise_source
 from flowbridge.samplers import SOLVERS
-from flowbridge.samplers.grids import GRIDS
+from flowbridge.samplers.grids import GRIDS, explicit_grid
 from flowbridge.training.streams import DataBatch, PredictBatch, derive_seed
 
 # Stream identifiers mixed into the per-step seeds, so that training, validation, prediction and
@@ -64,14 +64,15 @@ class SamplerConfig:
     Args:
         solver: a registered solver name (``flowbridge.SOLVERS``).
         steps: number of solver steps.
-        grid: a registered time grid (``uniform``, ``quadratic``, ``logsnr``, ``karras``).
+        grid: a registered time grid (``uniform``, ``quadratic``, ``logsnr``, ``karras``), or
+            ``steps + 1`` explicit times (a tuned grid: :func:`flowbridge.samplers.tuning.tune`).
         options: solver options (keyword arguments of the solver).
         guidance: classifier-free guidance weight (1: no guidance).
     """
 
     solver: str = "heun"
     steps: int = 20
-    grid: str = "uniform"
+    grid: str | list[float] = "uniform"
     options: dict[str, Any] = field(default_factory=dict)
     guidance: float = 1.0
 
@@ -82,10 +83,18 @@ class SamplerConfig:
         if self.solver not in SOLVERS and self.solver not in self.extra_solvers:
             known = sorted(SOLVERS) + list(self.extra_solvers)
             raise ArgumentError(f"sampler.solver: unknown solver {self.solver!r}; known solvers: {', '.join(known)}")
-        if self.grid not in GRIDS:
-            raise ArgumentError(f"sampler.grid: unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ArgumentError(f"sampler.steps must be a positive integer; got {self.steps!r}")
+        if isinstance(self.grid, str):
+            if self.grid not in GRIDS:
+                raise ArgumentError(f"sampler.grid: unknown grid {self.grid!r}; known grids: {', '.join(sorted(GRIDS))}")
+        else:
+            # Explicit times stay plain floats (configuration data for checkpoints and YAML), checked here
+            # so that a --steps that disagrees with them fails before sampling.
+            try:
+                self.grid = explicit_grid(self.grid, self.steps).tolist()
+            except ArgumentError as exc:
+                raise ArgumentError(f"sampler.grid: {exc}") from None
         if not isinstance(self.options, dict):
             raise ArgumentError(f"sampler.options must be a mapping of solver options; got {type(self.options).__name__}")
         # Chained comparison: False for NaN and +-inf (a non-finite CFG weight gives NaN samples).

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, ClassVar
 
@@ -38,6 +39,7 @@ from flowbridge.inverse.measurement import Measurement
 from flowbridge.paths.gaussian import GaussianPath
 from flowbridge.random import RandomSource, randn_like
 from flowbridge.samplers.base import Observer, SamplingResult, StepInfo
+from flowbridge.samplers.grids import explicit_grid
 from flowbridge.samplers.grids import make_grid
 
 POSTERIOR_SAMPLERS: dict[str, type["PosteriorSampler"]] = {}
@@ -157,11 +159,34 @@ class TimeGrid:
         return a * s1 * s1 / (s0 * s0), a1 * beta2 / (s0 * s0), s1 * s1 * beta2 / (s0 * s0)
 
     @staticmethod
-    def build(path: GaussianPath, steps: int, *, grid: str = "uniform", t_start: float | None = None,
-              t_end: float | None = None, grid_options: dict[str, float] | None = None) -> "TimeGrid":
-        """``steps`` nodes from ``t_start`` to ``t_end`` on ``path`` plus the clean node."""
-        if not isinstance(steps, int) or steps < 1:
+    def build(path: GaussianPath, steps: int, *, grid: str | Sequence[float] | Tensor = "uniform",
+              t_start: float | None = None, t_end: float | None = None,
+              grid_options: dict[str, float] | None = None) -> "TimeGrid":
+        """``steps`` nodes from ``t_start`` to ``t_end`` on ``path`` plus the clean node.
+
+        ``grid`` is a registered grid's name, or ``steps + 1`` explicit times (e.g. a tuned grid): the
+        first ``steps`` are the nodes, where the field is evaluated (as a solver on those times
+        evaluates it), and the last, where a solver would stop, is replaced by the clean node ``t = 1``
+        (every posterior sampler ends on clean data). ``t_start``/``t_end``, if given, must be the
+        explicit grid's ends.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ArgumentError(f"steps must be a positive integer; got {steps!r}")
+        if grid is not None and not isinstance(grid, str):
+            if grid_options:
+                raise ArgumentError(f"grid_options {sorted(grid_options)} apply to a registered grid, not to explicit times")
+            span = None if t_start is None and t_end is None else (
+                float(grid[0]) if t_start is None else t_start, float(grid[-1]) if t_end is None else t_end)
+            given = explicit_grid(grid, steps, span)
+            nodes = given[:-1]
+            v = path.schedule(nodes)
+            if not bool((v.alpha > 0).all()) or not bool((v.sigma > 0).all()):
+                raise ArgumentError(
+                    f"grid: every node but the last must have alpha > 0 and sigma > 0 on the prior's path (sigma/alpha "
+                    f"finite and non-zero); got times {nodes.tolist()}"
+                )
+            return TimeGrid(t=tuple(nodes.tolist()) + (1.0,), alpha=tuple(v.alpha.tolist()) + (1.0,),
+                            sigma=tuple(v.sigma.tolist()) + (0.0,))
         start = path.t_min if t_start is None else t_start
         end = path.t_max if t_end is None else t_end
         if float(path.schedule(torch.tensor(start, dtype=torch.float64)).alpha) <= 0:
