@@ -9,7 +9,7 @@ Two-evaluation solvers (Heun) get ``nfe // 2`` steps, so every column spends the
 
 The results file shows each solver's error divided by the best one's in its cell, and the same ratio
 for what ``solver="auto"`` picks (``flowbridge.samplers.recommend.recommend``, read at write time): the
-table ``RECOMMENDED`` is chosen from these figures.
+table ``_RECOMMENDED`` is chosen from these figures.
 
 Run: ``OMP_NUM_THREADS=1 python experiments/bench_recommend.py`` (about 30 min on one CPU thread);
 ``--render`` rewrites the markdown from ``results/recommend.json`` (after editing the table).
@@ -88,7 +88,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Exact 7-component mixtures of `bench_tuning.py`, {meta['n']} noises per cell; every solver on its own default "
         "grid and span with the same budget of field evaluations (Heun and RK4 take `nfe // 2` and `nfe // 4` steps). "
         "Each entry: the solver's mean endpoint error divided by the best solver's in that cell (1.00 is the best); "
-        "**auto** is what `fb.sample(field, steps=nfe)` uses (`flowbridge.samplers.recommend.RECOMMENDED`).",
+        "**auto** is what `fb.sample(field, steps=nfe)` uses (`flowbridge.samplers.recommend._RECOMMENDED`).",
         "",
     ]
     for path in PATHS:

@@ -40,12 +40,13 @@ DATA: dict[str, str] = {
         "flowbridge.smc.SMCResult", "flowbridge.smc.StepCoefficients", "flowbridge.training.DataBatch", "flowbridge.training.PredictBatch",
         "flowbridge.samplers.SamplingResult", "flowbridge.samplers.StepInfo", "flowbridge.samplers.GaussianTransition",
         "flowbridge.samplers.tuning.TunedSolver", "flowbridge.samplers.tuning.TuningReport",
+        "flowbridge.samplers.recommend.Recommendation",
     )},
     # constants
     **{n: "constant" for n in (
         "flowbridge.__version__", "flowbridge.bridges.lightsb.COVARIANCES", "flowbridge.interop.SUPPORTED_SCHEDULERS",
         "flowbridge.paths.PARAMETRISATIONS", "flowbridge.samplers.multistep.FINAL_STEPS", "flowbridge.samplers.tuning.TUNABLE",
-        "flowbridge.samplers.presets.PRESET_KEYS",
+        "flowbridge.samplers.presets.PRESET_KEYS", "flowbridge.samplers.recommend.AUTO",
     )},
     # registries (unknown names are swept through their getters: get_solver, get_schedule, ...)
     **{n: "registry" for n in (

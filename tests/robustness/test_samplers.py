@@ -115,6 +115,12 @@ def _tune(i: dict):
     return tune(_field(i), "dpmpp_2m", i["steps"], shape=(4, D), num_val=4, t_span=i["t_span"], seed=0, max_iters=2).grid
 
 
+def _recommend(i: dict):
+    from flowbridge.samplers.recommend import recommend
+
+    return torch.tensor(float(recommend(_field(i), i["steps"]).steps))
+
+
 def _gaussian_grid(i: dict):
     from flowbridge.samplers.multistep.common import gaussian_grid
 
@@ -194,6 +200,8 @@ ENTRIES = (
     Entry("flowbridge.samplers.multistep.common.gaussian_grid", _gaussian_grid, ("field", "steps", "t_span"),
           also_names=("grid",)),
     # Tuning at a budget of `steps` evaluations: its messages name the budget nfe.
+    # The solver "auto" stands for at a budget of `steps` evaluations: its messages name the budget nfe.
+    Entry("flowbridge.samplers.recommend.recommend", _recommend, ("steps", "field"), also_names=("nfe",)),
     Entry("flowbridge.samplers.tuning.tune", _tune, ("steps", "t_span", "field"), also_names=("nfe",)),
     Entry("flowbridge.samplers.multistep.common.combine", _combine, ("x0",), expect=STEP_ARITHMETIC, skip=TYPED),
     Entry("flowbridge.samplers.multistep.common.push", _combine, ("x0",), method="push", expect=STEP_ARITHMETIC, skip=TYPED),

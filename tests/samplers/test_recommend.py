@@ -21,7 +21,7 @@ from flowbridge.fields import InterpolantField
 from flowbridge.paths import StochasticInterpolant
 from flowbridge.samplers import SOLVERS
 from flowbridge.samplers.api import initial_state
-from flowbridge.samplers.recommend import RECOMMENDED, recommend
+from flowbridge.samplers.recommend import _RECOMMENDED, recommend
 from tests.conftest import ring_mixture
 
 D = 2
@@ -72,7 +72,7 @@ def test_auto_is_exactly_the_recommended_solver():
 
 
 def test_the_table_covers_every_budget_and_names_registered_solvers():
-    for rows in RECOMMENDED.values():
+    for rows in _RECOMMENDED.values():
         assert rows[-1][0] == math.inf
         bounds = [r[0] for r in rows]
         assert bounds == sorted(bounds)

@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowbridge.fields.base import Field
+from flowbridge.errors import ArgumentError
+from flowbridge.fields.base import Field, check_field
 from flowbridge.paths.gaussian import GaussianPath
 
 AUTO = "auto"
@@ -42,11 +43,11 @@ class Recommendation:
 
 #: Per schedule name: ``(largest NFE, solver, options)`` rows in increasing NFE; the first row whose
 #: bound is at least the budget applies. Chosen from ``experiments/results/recommend.md``.
-RECOMMENDED: dict[str, tuple[tuple[float, str, dict[str, Any]], ...]] = {
+_RECOMMENDED: dict[str, tuple[tuple[float, str, dict[str, Any]], ...]] = {
     "vp": ((19, "ghvb", {}), (math.inf, "unipc", {"order": 3})),
     "linear": ((math.inf, "heun", {}),),
 }
-FALLBACK: tuple[str, dict[str, Any]] = ("heun", {})
+_FALLBACK: tuple[str, dict[str, Any]] = ("heun", {})
 
 
 def recommend(field: Field, nfe: int) -> Recommendation:
@@ -58,12 +59,19 @@ def recommend(field: Field, nfe: int) -> Recommendation:
 
     Returns:
         :class:`Recommendation`: solver name, its steps for the budget and its options.
+
+    Raises:
+        ArgumentError: ``field`` is not a flowbridge field, or ``nfe`` is not a positive integer.
     """
     from flowbridge.samplers.base import SOLVERS  # the registry fills as the solver modules import
 
-    name, options = FALLBACK
+    check_field(field)
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ArgumentError(f"nfe must be a positive integer budget of field evaluations; got {nfe!r}")
+
+    name, options = _FALLBACK
     if isinstance(field.path, GaussianPath):
-        for bound, candidate, candidate_options in RECOMMENDED.get(field.path.schedule.name, ()):
+        for bound, candidate, candidate_options in _RECOMMENDED.get(field.path.schedule.name, ()):
             if nfe <= bound:
                 name, options = candidate, candidate_options
                 break
@@ -72,4 +80,4 @@ def recommend(field: Field, nfe: int) -> Recommendation:
     return Recommendation(solver=name, steps=steps, options=dict(options))
 
 
-__all__ = ["AUTO", "FALLBACK", "RECOMMENDED", "Recommendation", "recommend"]
+__all__ = ["AUTO", "Recommendation", "recommend"]
