@@ -143,8 +143,8 @@ def sample(
             ``steps`` other than its own, a ``grid``, ``grid_options``, solver options or a
             ``t_span`` other than its grid's ends are refused (``ArgumentError``). Default ``"auto"``:
             the solver the benchmark recommends for this field's path and budget
-            (:func:`flowbridge.samplers.recommend.recommend`; GHVB or UniPC on a VP path, Heun on the
-            linear path and off Gaussian paths).
+            (:func:`flowbridge.samplers.recommend.recommend`: a multistep solver at low NFE, RK4 or
+            UniPC higher up, Heun off Gaussian paths).
         steps: number of steps on the grid (default 20; a TunedSolver's own); adaptive solvers use
             it only for the trajectory; the evaluations actually made are reported as ``nfe``. With
             ``solver="auto"`` it is the budget of field evaluations (a two-evaluation solver then
