@@ -292,8 +292,8 @@ def test_a_float32_network_field_is_tuned_without_touching_its_weights():
     net = UNet(in_channels=1, image_size=4, base_channels=8, channel_mults=[1], num_res_blocks=1).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     field = NetworkField(net, GaussianPath(VPSchedule()), "noise")
-    kwargs = dict(shape=(12, 1, 4, 4), num_val=6, grid="logsnr", seed=0, lr=0.03, dtype=torch.float32,
-                  reference="dpmpp_3m", reference_steps=40, reference_grid="logsnr")
+    kwargs = {"shape": (12, 1, 4, 4), "num_val": 6, "grid": "logsnr", "seed": 0, "lr": 0.03, "dtype": torch.float32,
+              "reference": "dpmpp_3m", "reference_steps": 40, "reference_grid": "logsnr"}
     t = tune(field, "plms", 4, max_iters=3, **kwargs)
     assert t.grid.dtype == torch.float64 and all(isinstance(m, float) for row in t.options["weight_multipliers"] for m in row)
     assert all(p.grad is None for p in net.parameters())
