@@ -329,3 +329,40 @@ def test_a_momentum_family_tuned_on_a_guided_field_improves_on_fresh_noises():
     ref = reference(guided, x0, t0, t1)
     diff = errors(fb.sample(guided, "ghvb", 6, x0=x0, grid="logsnr").x, ref) - errors(tuned.sample(guided, x0=x0).x, ref)
     assert float(diff.mean()) > 5 * float(diff.std()) / math.sqrt(diff.numel()), float(diff.mean())
+
+
+def test_a_float32_network_field_is_tuned_without_touching_its_weights():
+    """A trained-model stand-in: a tiny float32 UNet read as a noise prediction on the VP path, tuned
+    with float32 states against a multistep reference on a log-SNR grid. The grid and multipliers stay
+    float64, the net's weights get no gradient and are unchanged, and the untuned error of the report
+    is that of the solver against fb.sample's reference on the same noises."""
+    from flowbridge.fields import NetworkField
+    from flowbridge.nets import UNet
+    from flowbridge.paths import GaussianPath, VPSchedule
+    from flowbridge.random import noise_source
+    from flowbridge.samplers.api import initial_state
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, image_size=4, base_channels=8, channel_mults=[1], num_res_blocks=1).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    field = NetworkField(net, GaussianPath(VPSchedule()), "noise")
+    kwargs = {"shape": (12, 1, 4, 4), "num_val": 6, "grid": "logsnr", "seed": 0, "lr": 0.03, "dtype": torch.float32,
+              "reference": "dpmpp_3m", "reference_steps": 40, "reference_grid": "logsnr"}
+    t = tune(field, "plms", 4, max_iters=3, **kwargs)
+    assert t.grid.dtype == torch.float64 and all(isinstance(m, float) for row in t.options["weight_multipliers"] for m in row)
+    assert all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert t.report.tuned_error <= t.report.untuned_error and t.report.iterations == 3
+    out = t.sample(field, shape=(3, 1, 4, 4), seed=1).x
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+    # The reference is fb.sample's dpmpp_3m on the log-SNR grid of the same span, on the same noises.
+    init = logsnr_grid(field, "plms", 4)
+    x = initial_state(field, shape=(18, 1, 4, 4), x0=None, t_start=float(init[0]), generator=noise_source(None, None, 0, 18),
+                      dtype=torch.float32, device=None)
+    ref = fb.sample(field, "dpmpp_3m", 40, x0=x, grid="logsnr", t_span=(float(init[0]), float(init[-1]))).x
+    val = fb.sample(field, "plms", 4, x0=x[12:], grid=init).x
+    expected = (val - ref[12:]).detach().reshape(6, -1).norm(dim=1).mean()
+    assert math.isclose(t.report.untuned_error, float(expected), rel_tol=1e-5)
+    with pytest.raises(ArgumentError, match="grid"):
+        tune(field, "plms", 4, max_iters=0, **{**kwargs, "reference_grid": "no_such_grid"})

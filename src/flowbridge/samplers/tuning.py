@@ -67,7 +67,7 @@ from flowbridge.fields.base import Field, check_field
 from flowbridge.random import noise_source
 from flowbridge.samplers.api import initial_state, resolve_grid
 from flowbridge.samplers.base import SOLVERS, get_solver
-from flowbridge.samplers.grids import explicit_grid, make_grid
+from flowbridge.samplers.grids import GRIDS, explicit_grid, make_grid
 from flowbridge.samplers.multistep.common import (
     GaussianGrid,
     GaussianMultistep,
@@ -163,6 +163,7 @@ def tune(
     reference: str = "dopri5",
     reference_options: Mapping[str, Any] | None = None,
     reference_steps: int = 1000,
+    reference_grid: str = "uniform",
     max_iters: int = 300,
     lr: float = 0.01,
     patience: int = 40,
@@ -197,6 +198,10 @@ def tune(
         reference_options: its options (default for an adaptive solver ``rtol = atol = 1e-10`` with
             float64 states, 100 ulps of ``dtype`` otherwise: 1.2e-5 in float32).
         reference_steps: steps of a fixed-step reference (ignored by adaptive ones).
+        reference_grid: the registered grid of a fixed-step reference, on the initial grid's span
+            (default ``uniform``: equal steps in time). On a network field, whose ODE is stiff near the
+            data, a multistep reference on ``logsnr`` reaches a given accuracy in several times fewer
+            evaluations (``reference="dpmpp_3m"``, ``reference_grid="logsnr"``).
         max_iters: most optimiser (Adam) iterations; 0 returns the untuned solver.
         lr: Adam's learning rate (on the grid logits and on the multipliers).
         patience: iterations without a better validation error before the learning rate is cut
@@ -255,6 +260,10 @@ def tune(
     if minibatch is not None:
         minibatch = min(_positive_int("minibatch", minibatch), num_train)
     reference_steps = _positive_int("reference_steps", reference_steps)
+    if not isinstance(reference_grid, str):
+        raise ArgumentError(f"reference_grid must be the name of a registered grid; got {type(reference_grid).__name__}")
+    if reference_grid not in GRIDS:
+        raise registry_error("grid", reference_grid, list(GRIDS))
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 < lr < math.inf:
         raise ArgumentError(f"lr must be a positive finite number; got {lr!r}")
     for name, flag in (("tune_grid", tune_grid), ("tune_coefficients", tune_coefficients)):
@@ -293,7 +302,11 @@ def tune(
     tol = 1e-10 if dtype == torch.float64 else max(1e-10, 100 * torch.finfo(dtype).eps)
     ref_solver = get_solver(reference, **dict(reference_options if reference_options is not None else (
         {"rtol": tol, "atol": tol} if SOLVERS[reference].nfe_per_step == 0 else {})))
-    ref_grid = torch.linspace(float(init_grid[0]), float(init_grid[-1]), reference_steps + 1, dtype=torch.float64)
+    if reference_grid == "uniform":
+        ref_grid = torch.linspace(float(init_grid[0]), float(init_grid[-1]), reference_steps + 1, dtype=torch.float64)
+    else:
+        ref_grid = make_grid(reference_grid, reference_steps, float(init_grid[0]), float(init_grid[-1]),
+                             field.gaussian_path.schedule)
     ref_grid[0], ref_grid[-1] = init_grid[0], init_grid[-1]
     with torch.no_grad():
         ref_all = ref_solver.solve(field, x_all, ref_grid).x
