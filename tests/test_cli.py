@@ -444,7 +444,8 @@ def test_tuned_and_plain_presets_are_read_by_one_reader(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args,flag", [
     (["--nfe", "0"], "--nfe"), (["--nfe", "x"], "--nfe"), (["--solver", "heun"], "--solver"), (["--grid", "nosuch"], "--grid"),
     (["--option", "order=9"], "--option"), (["--num_val", "1"], "--num_val"), (["--max_iters", "-1"], "--max_iters"),
-    (["--num", "0"], "--num"), (["--lr", "0"], "--lr"), (["--solver", "dpmpp_3m", "--nfe", "2"], "nfe must be >= 3"),
+    (["--num", "0"], "--num"), (["--lr", "0"], "--lr"), (["--reference", "euler_maruyama"], "--reference"),
+    (["--reference_steps", "0"], "--reference_steps"), (["--validate_every", "0"], "--validate_every"), (["--solver", "dpmpp_3m", "--nfe", "2"], "nfe must be >= 3"),
 ])
 def test_tune_bad_flags_fail_in_one_line(
     args: list[str], flag: str, recipe_checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
