@@ -66,7 +66,8 @@ def train_digits_classifier(images: Tensor, labels: Tensor, steps: int = 400, se
         steps: full-batch Adam steps.
         seed: seed of the initialisation and of the pixel noise.
     """
-    x = images.reshape(x.shape[0], -1).double()
+    x = images.reshape(images.shape[0], -1).double()
+    y = labels
     g = torch.Generator().manual_seed(seed)
     net = DigitsClassifier().double()
     with torch.no_grad():
