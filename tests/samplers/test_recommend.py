@@ -19,7 +19,7 @@ import flowbridge as fb
 from flowbridge.errors import ArgumentError
 from flowbridge.fields import InterpolantField
 from flowbridge.paths import StochasticInterpolant
-from flowbridge.samplers import SOLVERS
+from flowbridge.samplers import GRIDS, SOLVERS
 from flowbridge.samplers.api import initial_state
 from flowbridge.samplers.recommend import _RECOMMENDED, recommend
 from tests.conftest import ring_mixture
@@ -67,7 +67,8 @@ def test_auto_is_exactly_the_recommended_solver():
     for nfe in (4, 19, 20, 40):
         chosen = recommend(field, nfe)
         auto = fb.sample(field, steps=nfe, shape=(8, D), seed=3, dtype=torch.float64)
-        named = fb.sample(field, chosen.solver, chosen.steps, shape=(8, D), seed=3, dtype=torch.float64, **chosen.options)
+        named = fb.sample(field, chosen.solver, chosen.steps, shape=(8, D), seed=3, dtype=torch.float64, grid=chosen.grid,
+                          **chosen.options)
         assert torch.equal(auto.x, named.x) and auto.nfe == named.nfe == nfe
 
 
@@ -76,8 +77,9 @@ def test_the_table_covers_every_budget_and_names_registered_solvers():
         assert rows[-1][0] == math.inf
         bounds = [r[0] for r in rows]
         assert bounds == sorted(bounds)
-        for _, name, options in rows:
+        for _, name, options, grid in rows:
             SOLVERS[name](**options)
+            assert grid is None or grid in GRIDS
 
 
 def test_a_multi_evaluation_solver_gets_its_share_of_the_budget_and_off_gaussian_paths_auto_is_heun():

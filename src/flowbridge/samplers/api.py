@@ -209,6 +209,7 @@ def sample(
         explicit_times = grid is not None and not isinstance(grid, str)
         solver, solver_options = chosen.solver, chosen.options
         steps = steps if explicit_times else chosen.steps  # explicit times fix the steps themselves
+        grid = chosen.grid if grid is None else grid
     solver_obj = get_solver(solver, **solver_options)
     if shape is None and x0 is None:
         raise ArgumentError("give either shape=(num_samples, *event) or x0=tensor")
