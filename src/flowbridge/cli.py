@@ -681,12 +681,7 @@ def sample_command(argv: Sequence[str]) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be positive; got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        module = load(args.ckpt, device, weights=args.weights)
-    except CheckpointError as exc:
-        raise ConfigError(f"--ckpt {exc}") from exc
+    device, module = _load_checkpoint(args)
     cfg = module.sampler_config
     if args.config:
         cfg = read_sampler_preset(args.config, cfg)
@@ -779,6 +774,18 @@ def plot_samples_file(x: torch.Tensor, labels: torch.Tensor | None, module: Any,
 TUNE_DEFAULT_SOLVER = "plms"
 
 
+def _load_checkpoint(args: argparse.Namespace) -> tuple[str, Any]:
+    """The device (``--device``, ``auto``: cuda if available) and the module of ``--ckpt`` with
+    ``--weights``, after setting ``--threads``; a checkpoint that cannot be read is one ConfigError."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        return device, load(args.ckpt, device, weights=args.weights)
+    except CheckpointError as exc:
+        raise ConfigError(f"--ckpt {exc}") from exc
+
+
 def tune_command(argv: Sequence[str]) -> int:
     """``flowbridge tune``: fits a multistep solver's grid and history weights to a checkpoint's field
     (:func:`flowbridge.samplers.tuning.tune`) and writes the preset that ``flowbridge sample --config`` reads.
@@ -840,13 +847,7 @@ def tune_command(argv: Sequence[str]) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give a file name such as tuned.yaml")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        module = load(args.ckpt, device, weights=args.weights)
-    except CheckpointError as exc:
-        raise ConfigError(f"--ckpt {exc}") from exc
+    device, module = _load_checkpoint(args)
     if not callable(getattr(module, "field", None)) or module.event_shape is None:
         raise ConfigError(f"--ckpt {args.ckpt}: {type(module).__name__} has no field on a Gaussian path to tune a solver to")
     # Only the grid and the multipliers are fitted: the network's weights need no gradient (less work per step).
