@@ -362,7 +362,7 @@ def tune(
             if it % validate_every and it != max_iters:
                 history.append((it, float(loss.detach()), math.nan))
             elif bool((candidate[1:] > candidate[:-1]).all()):
-                cand_mult = [[float(v) for v in (m + d.detach()).tolist()] for m, d in zip(m0_t, deltas)]
+                cand_mult = [[float(v) for v in (m + d.detach()).tolist()] for m, d in zip(m0_t, deltas)]  # sync-ok: CPU float64 multipliers, once per optimiser iteration
                 errors = validate(candidate, cand_mult)
                 val = float(errors.mean())
                 history.append((it, float(loss.detach()), val))
